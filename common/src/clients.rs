@@ -1,0 +1,233 @@
+//! Clients for the shared infrastructure, configured once from [`Settings`].
+//!
+//! Kafka clients are built with the delivery guarantees the pipeline relies on (idempotent or
+//! transactional producers, `read_committed` consumers with manual commits); the `check`
+//! functions are what `<service> check` and the readiness probes run.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use secrecy::ExposeSecret;
+
+use crate::settings::{
+    ClickHouseSettings, KafkaSettings, RedisSettings, SchemaRegistrySettings, Settings,
+};
+
+/// A base librdkafka configuration: brokers plus any operator-supplied properties.
+pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// An idempotent producer: retries never duplicate or reorder records within a partition.
+pub fn idempotent_producer_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = kafka_config(kafka);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5");
+    config
+}
+
+/// A transactional producer. `transactional_id` must be stable per logical producer instance
+/// (e.g. per input partition or per worker slot) so that a restarted instance fences its
+/// zombie predecessor instead of committing alongside it.
+pub fn transactional_producer_config(
+    kafka: &KafkaSettings,
+    transactional_id: &str,
+) -> ClientConfig {
+    let mut config = idempotent_producer_config(kafka);
+    config
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000");
+    config
+}
+
+/// A consumer that only sees committed transactions and commits offsets explicitly (inside
+/// producer transactions, or after the sink's inserts are acknowledged).
+pub fn read_committed_consumer_config(kafka: &KafkaSettings, group_id: &str) -> ClientConfig {
+    let mut config = kafka_config(kafka);
+    config
+        .set("group.id", group_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    config
+}
+
+/// Schema-registry client settings for `schema_registry_converter`.
+pub fn schema_registry(registry: &SchemaRegistrySettings) -> SrSettings {
+    SrSettings::new(registry.url.clone())
+}
+
+/// A ClickHouse HTTP client for the configured database and identity.
+pub fn clickhouse(settings: &ClickHouseSettings) -> clickhouse::Client {
+    let mut client = clickhouse::Client::default()
+        .with_url(&settings.url)
+        .with_database(&settings.database)
+        .with_user(&settings.user);
+    if let Some(password) = &settings.password {
+        client = client.with_password(password.expose_secret());
+    }
+    client
+}
+
+/// A Redis connection manager: one multiplexed connection that reconnects by itself.
+pub async fn redis(
+    settings: &RedisSettings,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(settings.url.as_str())?;
+    redis::aio::ConnectionManager::new(client).await
+}
+
+/// The outcome of one dependency check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub target: String,
+    pub result: Result<Duration, String>,
+}
+
+impl Check {
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.result {
+            Ok(took) => write!(
+                f,
+                "{:<16} ok     {} ({} ms)",
+                self.name,
+                self.target,
+                took.as_millis()
+            ),
+            Err(e) => write!(f, "{:<16} FAILED {}: {e}", self.name, self.target),
+        }
+    }
+}
+
+async fn timed<F, T, E>(name: &'static str, target: String, fut: F) -> Check
+where
+    F: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let start = Instant::now();
+    let result = match tokio::time::timeout(Duration::from_secs(5), fut).await {
+        Ok(Ok(_)) => Ok(start.elapsed()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".to_owned()),
+    };
+    Check {
+        name,
+        target,
+        result,
+    }
+}
+
+/// Kafka answers a metadata request.
+pub async fn check_kafka(kafka: &KafkaSettings) -> Check {
+    let config = kafka_config(kafka);
+    timed("kafka", kafka.brokers.clone(), async move {
+        tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+            let metadata = consumer
+                .fetch_metadata(None, Duration::from_secs(4))
+                .map_err(|e| e.to_string())?;
+            Ok(metadata.brokers().len())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    })
+    .await
+}
+
+/// The schema registry lists its subjects.
+pub async fn check_schema_registry(registry: &SchemaRegistrySettings) -> Check {
+    let url = format!("{}/subjects", registry.url.trim_end_matches('/'));
+    timed("schema-registry", registry.url.clone(), async move {
+        reqwest::get(&url).await?.error_for_status()?.bytes().await
+    })
+    .await
+}
+
+/// ClickHouse runs `SELECT 1`.
+pub async fn check_clickhouse(settings: &ClickHouseSettings) -> Check {
+    // The database may not exist before `sink migrate`; the server itself is what we check.
+    let client = clickhouse(&ClickHouseSettings {
+        database: "default".into(),
+        ..settings.clone()
+    });
+    timed("clickhouse", settings.url.clone(), async move {
+        client.query("SELECT 1").fetch_one::<u8>().await
+    })
+    .await
+}
+
+/// Redis answers `PING`.
+pub async fn check_redis(settings: &RedisSettings) -> Check {
+    let url = settings.url.clone();
+    timed("redis", redacted(&settings.url), async move {
+        let client = redis::Client::open(url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    })
+    .await
+}
+
+/// Checks every shared dependency concurrently.
+pub async fn check_all(settings: &Settings) -> Vec<Check> {
+    let (k, s, c, r) = tokio::join!(
+        check_kafka(&settings.kafka),
+        check_schema_registry(&settings.schema_registry),
+        check_clickhouse(&settings.clickhouse),
+        check_redis(&settings.redis),
+    );
+    vec![k, s, c, r]
+}
+
+/// A URL with any password replaced, fit for logs.
+fn redacted(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_and_credentials, host)) => {
+            let scheme = scheme_and_credentials
+                .split("://")
+                .next()
+                .unwrap_or("redis");
+            format!("{scheme}://***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_never_reach_check_output() {
+        assert_eq!(
+            redacted("redis://:hunter2@10.0.0.1:6379"),
+            "redis://***@10.0.0.1:6379"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn consumers_read_committed_and_never_auto_commit() {
+        let config = read_committed_consumer_config(&KafkaSettings::default(), "g");
+        assert_eq!(config.get("isolation.level"), Some("read_committed"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+    }
+}

@@ -1,0 +1,170 @@
+//! Workers and the scheduler.
+//!
+//! Extraction requests are records on `mi.commands.extract.v1`, keyed by tenant. Workers share
+//! them as one consumer group, so each request is served by exactly one worker; the command's
+//! offset commits in the same transaction as the run's data and run record, so a request is
+//! consumed exactly when its outcome is recorded — a worker killed mid-run leaves the command
+//! to be served again, and the aborted half-run invisible.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mi_common::clients;
+use mi_schemas::{Codec, ExtractCommand, Record, Trigger};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ExtractError;
+use crate::publish::TxProducer;
+use crate::run::{RunRequest, Runner};
+use crate::settings::ProducersSettings;
+
+/// Serves extraction commands until `shutdown` fires. Returns the number of runs served.
+pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Result<u64> {
+    let settings = &runner.settings;
+    let consumer: StreamConsumer = clients::read_committed_consumer_config(
+        &settings.infra.kafka,
+        &settings.extract.worker_group,
+    )
+    .set("max.poll.interval.ms", "1800000")
+    .create()?;
+    consumer.subscribe(&[ExtractCommand::TOPIC])?;
+    let mut served = 0;
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consuming commands");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(
+            message.topic(),
+            message.partition(),
+            Offset::Offset(message.offset() + 1),
+        )?;
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        let command = match message.payload() {
+            Some(bytes) => runner.codec.decode::<ExtractCommand>(bytes).await,
+            None => Err(mi_schemas::CodecError::NotFramed("empty command".into())),
+        };
+        let request = match command {
+            Ok(c) => match request_of(&c) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, command_id = %c.command_id, "invalid command skipped");
+                    runner.skip(&offsets, &group)?;
+                    continue;
+                }
+            },
+            Err(e) if e.is_retriable() => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, offset = message.offset(), "undecodable command skipped");
+                runner.skip(&offsets, &group)?;
+                continue;
+            }
+        };
+        let outcome = runner.run(&request, Some((&offsets, &group))).await?;
+        served += 1;
+        tracing::info!(run_id = %outcome.run_id, status = ?outcome.status, "command served");
+    }
+    Ok(served)
+}
+
+fn request_of(command: &ExtractCommand) -> Result<RunRequest, String> {
+    Ok(RunRequest {
+        tenant: command.tenant_id.parse().map_err(|e| format!("{e}"))?,
+        platform: command.platform,
+        command_id: Some(command.command_id.clone()),
+        from: command.from_date,
+        to: command.to_date,
+        backfill_days: command.backfill_days.map(|d| d.max(1) as u32),
+    })
+}
+
+impl Runner {
+    /// Commits a command's offset without running it (it was invalid).
+    fn skip(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), ExtractError> {
+        let tx = self.producer().begin()?;
+        tx.commit_offsets(offsets, group)?;
+        tx.commit()
+    }
+}
+
+/// Publishes one extraction command per tenant and connected platform.
+pub async fn enqueue_all(
+    settings: &ProducersSettings,
+    codec: Arc<Codec>,
+    trigger: Trigger,
+) -> Result<usize, ExtractError> {
+    let producer = TxProducer::new(
+        &settings.infra.kafka,
+        &format!("{}-scheduler", settings.extract.transactional_id_prefix),
+        60_000,
+        codec,
+    )?;
+    let mut tx = producer.begin()?;
+    let now = Utc::now();
+    let mut n = 0;
+    for tenant in &settings.tenants {
+        for platform in tenant.platforms() {
+            tx.publish(&ExtractCommand {
+                command_id: uuid::Uuid::new_v4().to_string(),
+                tenant_id: tenant.id.to_string(),
+                platform,
+                trigger,
+                requested_at: now,
+                from_date: None,
+                to_date: None,
+                backfill_days: None,
+            })
+            .await?;
+            n += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Enqueues every tenant's extractions at each tick of the cron schedule until `shutdown`.
+pub async fn schedule(
+    settings: &ProducersSettings,
+    codec: Arc<Codec>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let cron: croner::Cron =
+        settings.extract.schedule.parse().map_err(|e| {
+            anyhow::anyhow!("invalid schedule {:?}: {e}", settings.extract.schedule)
+        })?;
+    loop {
+        let now = Utc::now();
+        let next = cron.find_next_occurrence(&now, false).map_err(|e| {
+            anyhow::anyhow!(
+                "schedule {:?} has no next time: {e}",
+                settings.extract.schedule
+            )
+        })?;
+        let wait = (next - now).to_std().unwrap_or_default();
+        tracing::info!(next = %next, "next scheduled extraction");
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        let n = enqueue_all(settings, codec.clone(), Trigger::Scheduled).await?;
+        tracing::info!(commands = n, "scheduled extractions enqueued");
+    }
+}
