@@ -4,10 +4,12 @@
 //! transactional producers, `read_committed` consumers with manual commits); the `check`
 //! functions are what `<service> check` and the readiness probes run.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use secrecy::ExposeSecret;
 
@@ -62,6 +64,82 @@ pub fn read_committed_consumer_config(kafka: &KafkaSettings, group_id: &str) -> 
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
     config
+}
+
+/// The next offset of every partition of `topic` (its high watermarks).
+pub async fn end_offsets(
+    config: ClientConfig,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut out = BTreeMap::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+            out.insert(p.id(), high);
+        }
+        Ok(out)
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// Reads every committed record of `topic` (key, value) from the beginning up to its end (the
+/// last stable offset at the time of reading). For small topics — run records, tests, tools.
+pub async fn read_to_end(
+    config: ClientConfig,
+    topic: &str,
+) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaError> {
+    read_since(config, topic, &BTreeMap::new()).await
+}
+
+/// Like [`read_to_end`], starting each partition at the offset given in `from` (partitions not
+/// in it start at the beginning).
+pub async fn read_since(
+    mut config: ClientConfig,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaError> {
+    let from = from.clone();
+    config.set("enable.partition.eof", "true");
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut assignment = TopicPartitionList::new();
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let start = from
+                .get(&p.id())
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            assignment.add_partition_offset(&topic, p.id(), start)?;
+        }
+        consumer.assign(&assignment)?;
+        let mut remaining = assignment.count();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while remaining > 0 {
+            if Instant::now() > deadline {
+                return Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ));
+            }
+            match consumer.poll(Duration::from_millis(500)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(m)) => {
+                    if let Some(payload) = m.payload() {
+                        out.push((m.key().map(<[u8]>::to_vec), payload.to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// Schema-registry client settings for `schema_registry_converter`.

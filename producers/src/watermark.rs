@@ -4,16 +4,11 @@
 //! runs in `mi.events.runs.v1`, whose records commit in the same transaction as the data they
 //! describe. Reading the (small) topic from the start, `read_committed`, gives the truth.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use chrono::NaiveDate;
 use mi_common::settings::KafkaSettings;
 use mi_common::{Platform, TenantId, clients};
 use mi_schemas::{Codec, ExtractionRun, Record, RunStatus};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
 
 use crate::error::ExtractError;
 
@@ -26,12 +21,11 @@ pub async fn read_runs(
         kafka,
         &format!("mi-watermarks-{}", uuid::Uuid::new_v4()),
     );
-    let payloads = tokio::task::spawn_blocking(move || read_to_end(config, ExtractionRun::TOPIC))
+    let records = clients::read_to_end(config, ExtractionRun::TOPIC)
         .await
-        .map_err(|e| ExtractError::Publish(format!("reading runs: {e}")))?
         .map_err(|e| ExtractError::Publish(format!("reading {}: {e}", ExtractionRun::TOPIC)))?;
-    let mut runs = Vec::with_capacity(payloads.len());
-    for payload in payloads {
+    let mut runs = Vec::with_capacity(records.len());
+    for (_, payload) in records {
         match codec.decode::<ExtractionRun>(&payload).await {
             Ok(run) => runs.push(run),
             Err(e) if e.is_retriable() => return Err(ExtractError::Publish(e.to_string())),
@@ -63,42 +57,6 @@ pub async fn watermark(
     Ok(watermarks(&runs)
         .get(&(tenant.to_string(), platform))
         .copied())
-}
-
-/// Reads every committed value of `topic` up to its end (the last stable offset).
-fn read_to_end(mut config: rdkafka::ClientConfig, topic: &str) -> Result<Vec<Vec<u8>>, KafkaError> {
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    for p in &partitions {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut remaining = partitions.len();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while remaining > 0 {
-        if std::time::Instant::now() > deadline {
-            return Err(KafkaError::PartitionEOF(-1));
-        }
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(message)) => {
-                if let Some(payload) = message.payload() {
-                    out.push(payload.to_vec());
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

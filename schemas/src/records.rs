@@ -437,6 +437,13 @@ pub enum RunStatus {
     Failed,
 }
 
+impl ExtractionRun {
+    /// Days in the run's inclusive window.
+    pub fn days(&self) -> i64 {
+        (self.to_date - self.from_date).num_days() + 1
+    }
+}
+
 record! {
     /// The outcome of one extraction run. Published in the run's own transaction when it
     /// succeeds, so the watermark (the newest `to_date` of a succeeded run) moves atomically

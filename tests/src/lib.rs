@@ -62,3 +62,85 @@ impl ScratchTopic {
         Ok(())
     }
 }
+
+/// The platform emulator, served in-process on a free loopback port for one test.
+pub struct Emulator {
+    pub url: String,
+    pub http: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Emulator {
+    /// Starts the emulator with its clock pinned to `today`.
+    pub async fn start(today: chrono::NaiveDate) -> anyhow::Result<Self> {
+        use chrono::Datelike;
+        let config = mi_emulator::Config {
+            today: mi_emulator::date::Day::from_ymd(today.year(), today.month(), today.day()),
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        let app = mi_emulator::router(config);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        Ok(Self {
+            url,
+            http: reqwest::Client::new(),
+            shutdown,
+        })
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .http
+            .get(format!("{}{path_and_query}", self.url))
+            .send()
+            .await?;
+        Ok(response.error_for_status()?.json().await?)
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// The emulator's ground truth of one account over an inclusive date range.
+    pub async fn truth(
+        &self,
+        platform: mi_common::Platform,
+        account: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.get(&format!(
+            "/_emulator/truth?platform={platform}&account={account}&from={from}&to={to}"
+        ))
+        .await
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Credentials for the emulator, kept in a private temporary file as real secrets would be in a
+/// mounted secret file (never in a settings file).
+pub fn secret_file(name: &str, value: &str) -> anyhow::Result<mi_common::secret::SecretRef> {
+    let dir = std::env::temp_dir().join(format!("mi-it-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, value)?;
+    Ok(mi_common::secret::SecretRef::File(path))
+}

@@ -189,10 +189,10 @@ impl GoogleApiError {
             body
         };
         let mut resp = json_response(self.http, serde_json::to_vec(&body).unwrap_or_default());
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if self.http == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

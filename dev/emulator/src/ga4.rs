@@ -297,12 +297,13 @@ fn parse_request(body: &[u8], today: Day, currency: &str) -> Result<Report, Goog
         Some(n) if n < 0 => return Err(err(format!("offset must not be negative, got {n}."))),
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    if let Some(c) = obj.get("currencyCode").and_then(Value::as_str) {
-        if !c.is_empty() && c != currency {
-            return Err(err(format!(
-                "The platform emulator does not convert currencies: this property reports in {currency}."
-            )));
-        }
+    if let Some(c) = obj.get("currencyCode").and_then(Value::as_str)
+        && !c.is_empty()
+        && c != currency
+    {
+        return Err(err(format!(
+            "The platform emulator does not convert currencies: this property reports in {currency}."
+        )));
     }
     let mut order = Vec::new();
     if let Some(list) = obj.get("orderBys").and_then(Value::as_array) {

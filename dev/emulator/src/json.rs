@@ -73,7 +73,7 @@ pub fn trimmed_money(cents: u64) -> String {
     let frac = cents % 100;
     if frac == 0 {
         format!("{units}")
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{units}.{}", frac / 10)
     } else {
         format!("{units}.{frac:02}")

@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
         seed = config.generator.seed,
-        today = ?config.today,
+        today = %config.today.map_or_else(|| "machine UTC date".to_string(), |d| d.iso()),
         "platform emulator (dev/test tool) serving Google Ads, Meta and GA4"
     );
     axum::serve(listener, router(config))

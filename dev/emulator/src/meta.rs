@@ -514,6 +514,7 @@ const ADSET_FIELDS: &[&str] = &[
     "optimization_goal",
     "billing_event",
     "bid_strategy",
+    "bid_amount",
     "daily_budget",
     "lifetime_budget",
     "start_time",
@@ -541,6 +542,9 @@ const CREATIVE_FIELDS: &[&str] = &[
     "body",
     "object_type",
     "thumbnail_url",
+    "image_url",
+    "link_url",
+    "url_tags",
     "video_id",
     "call_to_action_type",
 ];
@@ -587,12 +591,12 @@ fn entities(req: &Req<'_>, edge: &str) -> Result<Vec<u8>, MetaError> {
                 f.name
             )));
         }
-        if let Some(sub) = &f.sub {
-            if let Some(bad) = sub.iter().find(|s| !CREATIVE_FIELDS.contains(&s.as_str())) {
-                return Err(MetaError::param(format!(
-                    "(#100) Tried accessing nonexisting field ({bad}) on node type (AdCreative)"
-                )));
-            }
+        if let Some(sub) = &f.sub
+            && let Some(bad) = sub.iter().find(|s| !CREATIVE_FIELDS.contains(&s.as_str()))
+        {
+            return Err(MetaError::param(format!(
+                "(#100) Tried accessing nonexisting field ({bad}) on node type (AdCreative)"
+            )));
         }
     }
     let statuses: Option<Vec<String>> = match param(&req.pairs, "effective_status") {
@@ -666,6 +670,7 @@ fn entities(req: &Req<'_>, edge: &str) -> Result<Vec<u8>, MetaError> {
                         "optimization_goal" => Some(json!(c.channel.meta_optimization_goal())),
                         "billing_event" => Some(json!("IMPRESSIONS")),
                         "bid_strategy" => Some(json!(ca.bidding)),
+                        "bid_amount" => Some(json!(ga.bid_cents)),
                         "start_time" | "created_time" => {
                             Some(json!(meta_time(g.created, created_minute)))
                         }
@@ -773,6 +778,15 @@ fn creative_json(c: &Campaign, ad: &crate::generator::Ad, sub: Option<&[String]>
                 "https://scontent.example.com/t/{}.jpg",
                 ad.creative_id
             )),
+            "image_url" => json!(format!(
+                "https://scontent.example.com/i/{}.jpg",
+                ad.creative_id
+            )),
+            "link_url" => json!(format!(
+                "https://www.example.com/{}",
+                theme.to_ascii_lowercase().replace(' ', "-")
+            )),
+            "url_tags" => json!("utm_source=facebook&utm_medium=cpc"),
             "video_id" if c.channel.is_video() => json!((ad.creative_id + 1).to_string()),
             "call_to_action_type" => json!(if c.channel.meta_objective() == "OUTCOME_LEADS" {
                 "SIGN_UP"
@@ -856,6 +870,23 @@ impl Cell {
 
 /// The reporting range and periods of an insights request.
 fn insight_range(pairs: &[(String, String)], today: Day) -> Result<(Day, Day), MetaError> {
+    // Graph also accepts the bracketed form time_range[since]=…&time_range[until]=….
+    if let (Some(a), Some(b)) = (
+        param(pairs, "time_range[since]"),
+        param(pairs, "time_range[until]"),
+    ) {
+        let (Some(since), Some(until)) = (Day::parse(a), Day::parse(b)) else {
+            return Err(MetaError::param(
+                "(#100) Param time_range must contain since and until as YYYY-MM-DD",
+            ));
+        };
+        if since > until {
+            return Err(MetaError::param(
+                "(#100) Param time_range: since must not be after until",
+            ));
+        }
+        return Ok((since, until));
+    }
     if let Some(tr) = param(pairs, "time_range") {
         let v: Value = serde_json::from_str(tr).map_err(|_| {
             MetaError::param("(#100) Param time_range must be a JSON object with since and until")
@@ -1266,17 +1297,15 @@ fn write_insight(
                     put(out, name, &|o| write_action_list(o, &items));
                 }
             }
-            "action_values" => {
-                if m.value_cents > 0 || overrides.contains_key(name) {
-                    let items = [("purchase", money(m.value_cents))];
-                    put(out, name, &|o| write_action_list(o, &items));
-                }
+            "action_values" if m.value_cents > 0 || overrides.contains_key(name) => {
+                let items = [("purchase", money(m.value_cents))];
+                put(out, name, &|o| write_action_list(o, &items));
             }
-            "video_thruplay_watched_actions" => {
-                if m.video_views > 0 || overrides.contains_key(name) {
-                    let items = [("video_view", m.video_views.to_string())];
-                    put(out, name, &|o| write_action_list(o, &items));
-                }
+            "video_thruplay_watched_actions"
+                if m.video_views > 0 || overrides.contains_key(name) =>
+            {
+                let items = [("video_view", m.video_views.to_string())];
+                put(out, name, &|o| write_action_list(o, &items));
             }
             "video_p100_watched_actions" => {
                 let p100 = m.video_views * 3 / 5;

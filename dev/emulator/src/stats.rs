@@ -11,10 +11,13 @@ use serde::Serialize;
 
 use crate::{AppState, lock};
 
-/// Counts: platform → endpoint → status → requests.
+/// platform → endpoint → status → requests.
+type Counts = BTreeMap<&'static str, BTreeMap<&'static str, BTreeMap<u16, u64>>>;
+
+/// Request counters.
 #[derive(Debug, Default)]
 pub struct Stats {
-    counts: Mutex<BTreeMap<&'static str, BTreeMap<&'static str, BTreeMap<u16, u64>>>>,
+    counts: Mutex<Counts>,
 }
 
 /// The JSON shape of `/_emulator/stats`.

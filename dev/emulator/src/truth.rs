@@ -357,6 +357,7 @@ fn ads_truth(
                             ("status", json!(a.status.meta())),
                             ("optimization_goal", json!(channel.meta_optimization_goal())),
                             ("billing_event", json!("IMPRESSIONS")),
+                            ("bid_amount", json!(a.bid_cents)),
                         ])
                     } else {
                         obj(vec![
@@ -495,17 +496,18 @@ pub async fn handler(
             "account must be the platform's numeric id (Meta: act_<digits>)",
         );
     };
-    let date = |k: &str| -> Result<Option<Day>, Response> {
+    // Ok(None) when absent, Err(name) when not a date.
+    let date = |k: &'static str| -> Result<Option<Day>, &'static str> {
         match q.get(k) {
             None => Ok(None),
-            Some(s) => Day::parse(s).map(Some).ok_or_else(|| {
-                control_error(StatusCode::BAD_REQUEST, format!("{k} must be YYYY-MM-DD"))
-            }),
+            Some(s) => Day::parse(s).map(Some).ok_or(k),
         }
     };
     let (from, to) = match (date("from"), date("to")) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(k), _) | (_, Err(k)) => {
+            return control_error(StatusCode::BAD_REQUEST, format!("{k} must be YYYY-MM-DD"));
+        }
     };
     let truth = compute(
         &st.generator,

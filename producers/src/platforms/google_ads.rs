@@ -351,7 +351,11 @@ impl Client<'_> {
         body: &[u8],
         w: &Where,
     ) -> Attempt<T> {
-        let error: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        // searchStream frames errors as a one-element array (`[{"error": …}]`), unary methods not.
+        let error = match serde_json::from_slice(body).unwrap_or(Value::Null) {
+            Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+            other => other,
+        };
         let message = at(&error, "error.message")
             .and_then(|m| m.as_str())
             .unwrap_or("no message")

@@ -28,6 +28,10 @@ use crate::settings::MetaConnection;
 const CONVERSION_ACTIONS: &[(&str, &str)] =
     &[("purchase", "PURCHASE"), ("lead", "SUBMIT_LEAD_FORM")];
 
+/// Graph edges hide deleted and archived objects unless asked for every status; SCD2 history
+/// needs to see an entity being deleted, so every snapshot asks for all of them.
+const ALL_STATUSES: &str = r#"["ACTIVE","PAUSED","DELETED","ARCHIVED","IN_PROCESS","WITH_ISSUES","CAMPAIGN_PAUSED","ADSET_PAUSED","DISAPPROVED","PENDING_REVIEW","PREAPPROVED","PENDING_BILLING_INFO"]"#;
+
 pub async fn extract(
     ctx: &RunContext<'_>,
     conn: &MetaConnection,
@@ -139,7 +143,7 @@ impl Client<'_> {
         };
 
         let (w, rows) = self
-            .pages(account, "campaigns", &[("fields", "id,name,status,objective,bid_strategy,daily_budget,lifetime_budget,start_time,stop_time,updated_time")])
+            .pages(account, "campaigns", &[("effective_status", ALL_STATUSES), ("fields", "id,name,status,objective,bid_strategy,daily_budget,lifetime_budget,start_time,stop_time,updated_time")])
             .await?;
         for row in &rows {
             let (tenant_id, account_id, extracted_at, run_id) = envelope();
@@ -169,7 +173,7 @@ impl Client<'_> {
         }
 
         let (w, rows) = self
-            .pages(account, "adsets", &[("fields", "id,name,status,campaign_id,optimization_goal,bid_amount,daily_budget,lifetime_budget,updated_time")])
+            .pages(account, "adsets", &[("effective_status", ALL_STATUSES), ("fields", "id,name,status,campaign_id,optimization_goal,bid_amount,daily_budget,lifetime_budget,updated_time")])
             .await?;
         for row in &rows {
             let (tenant_id, account_id, extracted_at, run_id) = envelope();
@@ -199,10 +203,13 @@ impl Client<'_> {
             .pages(
                 account,
                 "ads",
-                &[(
-                    "fields",
-                    "id,name,status,adset_id,campaign_id,creative{title,link_url},updated_time",
-                )],
+                &[
+                    ("effective_status", ALL_STATUSES),
+                    (
+                        "fields",
+                        "id,name,status,adset_id,campaign_id,creative{title,link_url},updated_time",
+                    ),
+                ],
             )
             .await?;
         for row in &rows {

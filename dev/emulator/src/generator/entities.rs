@@ -538,15 +538,16 @@ fn evolve<A: Clone>(
             attrs: attrs.clone(),
         });
     }
-    if let Some((day, minute)) = resume {
-        if visible(day) && *status(&mut attrs) == Status::Paused {
-            *status(&mut attrs) = Status::Enabled;
-            versions.push(Version {
-                from: day,
-                minute,
-                attrs,
-            });
-        }
+    if let Some((day, minute)) = resume
+        && visible(day)
+        && *status(&mut attrs) == Status::Paused
+    {
+        *status(&mut attrs) = Status::Enabled;
+        versions.push(Version {
+            from: day,
+            minute,
+            attrs,
+        });
     }
     versions
 }

@@ -92,16 +92,12 @@ impl Generator {
         let (first_day, last_day) = self.window(today);
         let h = self.base(Platform::Ga4, id).with(tag::GA4);
         let cc = info.countries[0].code;
-        let theme = |i: u64| h.with(100 + i).below(THEMES.len() as u64) as usize;
+        // Consecutive themes from a per-property start: distinct, so no two sources share a
+        // campaign name (GA4 would merge their rows, and the ground truth counts rows).
+        let first_theme = h.with(100).below(THEMES.len() as u64);
+        let theme = |i: u64| ((first_theme + i) % THEMES.len() as u64) as usize;
         // (source, medium, campaign, channel group, share range ‰, conversion ppm range)
-        let table: [(
-            &'static str,
-            &'static str,
-            String,
-            &'static str,
-            (u64, u64),
-            (u64, u64),
-        ); 11] = [
+        let table: [SourceRow; 11] = [
             (
                 "google",
                 "organic",
@@ -234,6 +230,16 @@ impl Generator {
         }
     }
 }
+
+/// (source, medium, campaign, channel group, share range ‰, conversion ppm range).
+type SourceRow = (
+    &'static str,
+    &'static str,
+    String,
+    &'static str,
+    (u64, u64),
+    (u64, u64),
+);
 
 const WEEKDAY_PM: [u64; 7] = [1_000, 1_030, 1_040, 1_010, 950, 850, 820];
 

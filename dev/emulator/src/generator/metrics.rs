@@ -207,11 +207,7 @@ pub fn restate(conversions: u64, value_cents: u64, age: i32) -> (u64, u64) {
     }
     let pct = (100 - 15 * (3 - age.max(0))) as u64;
     let c = conversions * pct / 100;
-    let v = if conversions == 0 {
-        0
-    } else {
-        value_cents * c / conversions
-    };
+    let v = (value_cents * c).checked_div(conversions).unwrap_or(0);
     (c, v)
 }
 

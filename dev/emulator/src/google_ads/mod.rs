@@ -380,21 +380,20 @@ pub fn plan(q: &gaql::Query, today: Day, window: (Day, Day)) -> Result<Plan, Gaq
             | Filter::Like(f, ..)
             | Filter::IsNull(f, ..) => *f,
         }));
-    if action {
-        if let Some(bad) = all_metric_fields
+    if action
+        && let Some(bad) = all_metric_fields
             .clone()
             .find(|f| f.incompatible_with_conversion_segments())
-        {
-            let name = fields::FIELDS
-                .iter()
-                .find(|d| d.f == bad)
-                .map_or("metric", |d| d.name);
-            return Err(GaqlError::new(
-                "PROHIBITED_SEGMENT_WITH_METRIC_IN_SELECT_OR_WHERE_CLAUSE",
-                format!("The following segment cannot be selected with the metric '{name}': conversion action segments."),
-            )
-            .with_trigger(name));
-        }
+    {
+        let name = fields::FIELDS
+            .iter()
+            .find(|d| d.f == bad)
+            .map_or("metric", |d| d.name);
+        return Err(GaqlError::new(
+            "PROHIBITED_SEGMENT_WITH_METRIC_IN_SELECT_OR_WHERE_CLAUSE",
+            format!("The following segment cannot be selected with the metric '{name}': conversion action segments."),
+        )
+        .with_trigger(name));
     }
     let mut order = Vec::new();
     for (name, desc) in &q.order_by {
@@ -433,10 +432,9 @@ pub fn plan(q: &gaql::Query, today: Day, window: (Day, Day)) -> Result<Plan, Gaq
         if selected
             .iter()
             .any(|d| d.name.starts_with("ad_group_ad.ad."))
+            && let Some(rn) = fields::FIELDS.iter().find(|d| d.f == F::AdResourceName)
         {
-            if let Some(rn) = fields::FIELDS.iter().find(|d| d.f == F::AdResourceName) {
-                defs.push(rn);
-            }
+            defs.push(rn);
         }
     }
     let mut by_res = selected.clone();
@@ -980,13 +978,14 @@ pub async fn search_stream(
             )));
         }
     }
-    if let Some(s) = obj.get("summaryRowSetting").and_then(Value::as_str) {
-        if s != "NO_SUMMARY_ROW" && s != "UNSPECIFIED" {
-            return fail(request_error(
-                "INVALID_INPUT",
-                format!("summaryRowSetting {s} is not supported by the emulator."),
-            ));
-        }
+    if let Some(s) = obj.get("summaryRowSetting").and_then(Value::as_str)
+        && s != "NO_SUMMARY_ROW"
+        && s != "UNSPECIFIED"
+    {
+        return fail(request_error(
+            "INVALID_INPUT",
+            format!("summaryRowSetting {s} is not supported by the emulator."),
+        ));
     }
     if query_text.trim().is_empty() {
         return fail(query_error(GaqlError::new(
@@ -1044,15 +1043,15 @@ pub async fn search_stream(
     resp
 }
 
-/// Runs a GAQL query in-process and returns the parsed batches (for tests and benchmarks).
-pub fn run_query(state: &AppState, customer: u64, query: &str) -> Result<Vec<Value>, GaqlError> {
+/// Runs a GAQL query in-process and returns the exact response body searchStream would stream
+/// (for tests and benchmarks).
+pub fn render_query(state: &AppState, customer: u64, query: &str) -> Result<Vec<u8>, GaqlError> {
     let today = state.today();
     let q = gaql::parse(query)?;
     let plan = plan(&q, today, state.generator.window(today))?;
     let model = state.generator.model(Platform::GoogleAds, customer, today);
-    let rows = RowGen::new(model, plan, state.cfg.zero_rows);
     let stream = BatchStream {
-        rows,
+        rows: RowGen::new(model, plan, state.cfg.zero_rows),
         source: Source::Live,
         overrides: HashMap::new(),
         batch_rows: state.cfg.batch_rows.max(1),
@@ -1066,5 +1065,11 @@ pub fn run_query(state: &AppState, customer: u64, query: &str) -> Result<Vec<Val
     for chunk in stream.flatten() {
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// Runs a GAQL query in-process and returns the parsed batches.
+pub fn run_query(state: &AppState, customer: u64, query: &str) -> Result<Vec<Value>, GaqlError> {
+    let body = render_query(state, customer, query)?;
     Ok(serde_json::from_slice::<Vec<Value>>(&body).unwrap_or_default())
 }

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use mi_emulator::date::Day;
 use mi_emulator::generator::GenConfig;
-use mi_emulator::{router_with_state, AppState, Config};
+use mi_emulator::{AppState, Config, router_with_state};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -27,12 +27,22 @@ pub struct Emu {
 }
 
 pub fn config() -> Config {
-    Config { today: Some(day(TODAY)), generator: GenConfig { seed: 42, ..GenConfig::default() }, ..Config::default() }
+    Config {
+        today: Some(day(TODAY)),
+        generator: GenConfig {
+            seed: 42,
+            ..GenConfig::default()
+        },
+        ..Config::default()
+    }
 }
 
 pub fn emulator(cfg: Config) -> Emu {
     let state = Arc::new(AppState::new(cfg));
-    Emu { router: router_with_state(state.clone()), state }
+    Emu {
+        router: router_with_state(state.clone()),
+        state,
+    }
 }
 
 pub struct Resp {
@@ -43,25 +53,56 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "invalid JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as JSON, or `null` when it is not JSON (a cut response).
+    pub fn json_lossy(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
 impl Emu {
     pub async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.unwrap_or_else(|e| match e {});
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = to_bytes(resp.into_body(), usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
-        Resp { status, headers, body }
+        let body = to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str) -> Resp {
-        self.send(Request::builder().uri(uri).body(Body::empty()).unwrap_or_default()).await
+        self.send(
+            Request::builder()
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap_or_default(),
+        )
+        .await
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> Resp {
@@ -74,6 +115,27 @@ impl Emu {
         self.send(req).await
     }
 
+    pub async fn post_form(&self, uri: &str, body: &str) -> Resp {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap_or_default();
+        self.send(req).await
+    }
+
+    pub async fn send_delete(&self, uri: &str) -> Resp {
+        self.send(
+            Request::builder()
+                .method(Method::DELETE)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap_or_default(),
+        )
+        .await
+    }
+
     pub async fn google_token(&self) -> String {
         let req = Request::builder()
             .method(Method::POST)
@@ -82,27 +144,47 @@ impl Emu {
             .body(Body::from("grant_type=refresh_token&client_id=cid&client_secret=secret&refresh_token=1%2F%2Fabc"))
             .unwrap_or_default();
         let r = self.send(req).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
-        r.json()["access_token"].as_str().unwrap_or_default().to_string()
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn meta_token(&self) -> String {
         let r = self
             .get("/graph/v21.0/oauth/access_token?grant_type=fb_exchange_token&client_id=1234&client_secret=s&fb_exchange_token=EAAshort123456")
             .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
-        r.json()["access_token"].as_str().unwrap_or_default().to_string()
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn search_stream(&self, token: &str, customer: &str, query: &str) -> Resp {
         let req = Request::builder()
             .method(Method::POST)
-            .uri(format!("/googleads/v21/customers/{customer}/googleAds:searchStream"))
+            .uri(format!(
+                "/googleads/v21/customers/{customer}/googleAds:searchStream"
+            ))
             .header("authorization", format!("Bearer {token}"))
             .header("developer-token", "dev-token")
             .header("login-customer-id", "9999999999")
             .header("content-type", "application/json")
-            .body(Body::from(serde_json::json!({ "query": query }).to_string()))
+            .body(Body::from(
+                serde_json::json!({ "query": query }).to_string(),
+            ))
             .unwrap_or_default();
         self.send(req).await
     }
@@ -110,18 +192,28 @@ impl Emu {
     /// All result rows of a successful searchStream, plus the number of batches.
     pub async fn gaql_rows(&self, token: &str, query: &str) -> (Vec<Value>, usize) {
         let r = self.search_stream(token, GOOGLE_CUSTOMER, query).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
         let batches = r.json();
         let batches = batches.as_array().cloned().unwrap_or_default();
         let n = batches.len();
-        let rows = batches.iter().flat_map(|b| b["results"].as_array().cloned().unwrap_or_default()).collect();
+        let rows = batches
+            .iter()
+            .flat_map(|b| b["results"].as_array().cloned().unwrap_or_default())
+            .collect();
         (rows, n)
     }
 
     pub async fn run_report(&self, token: &str, property: &str, body: &Value) -> Resp {
         let req = Request::builder()
             .method(Method::POST)
-            .uri(format!("/analyticsdata/v1beta/properties/{property}:runReport"))
+            .uri(format!(
+                "/analyticsdata/v1beta/properties/{property}:runReport"
+            ))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
@@ -130,19 +222,30 @@ impl Emu {
     }
 
     pub async fn truth(&self, platform: &str, account: &str, from: &str, to: &str) -> Value {
-        let r = self.get(&format!("/_emulator/truth?platform={platform}&account={account}&from={from}&to={to}")).await;
+        let r = self
+            .get(&format!(
+                "/_emulator/truth?platform={platform}&account={account}&from={from}&to={to}"
+            ))
+            .await;
         assert_eq!(r.status, StatusCode::OK);
         r.json()
     }
 
     pub async fn set_clock(&self, today: &str) {
-        let r = self.post_json("/_emulator/clock", &serde_json::json!({ "today": today })).await;
+        let r = self
+            .post_json("/_emulator/clock", &serde_json::json!({ "today": today }))
+            .await;
         assert_eq!(r.status, StatusCode::OK);
     }
 
     pub async fn set_faults(&self, faults: Value) {
         let r = self.post_json("/_emulator/faults", &faults).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
 }
 
@@ -163,11 +266,15 @@ pub fn double_micros(v: &Value) -> u64 {
 
 /// An int64-as-string field.
 pub fn int64(v: &Value) -> u64 {
-    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an int64 string: {v}"))
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an int64 string: {v}"))
 }
 
 /// Path and query of an absolute URL (Meta `paging.next`).
 pub fn path_of(url: &str) -> String {
-    let i = url.find("/graph/").unwrap_or_else(|| panic!("not a graph URL: {url}"));
+    let i = url
+        .find("/graph/")
+        .unwrap_or_else(|| panic!("not a graph URL: {url}"));
     url[i..].to_string()
 }

@@ -1,0 +1,416 @@
+//! Extraction against the platform emulator, through the real Kafka and schema registry.
+//!
+//! Several tenants at once, with throttling, token expiry and server errors injected on every
+//! platform: what lands in the raw topics (read `read_committed`) must equal the emulator's
+//! ground truth exactly, carry only its own tenant's id, and a run that meets a malformed
+//! response must publish nothing at all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use mi_common::{Platform, TenantId, clients};
+use mi_producers::settings::{
+    ExtractSettings, Ga4Connection, GoogleAdsConnection, GoogleOAuth, MetaConnection,
+    PlatformEndpoints, ProducersSettings, TenantConfig,
+};
+use mi_producers::{RunRequest, Runner};
+use mi_schemas::{
+    Codec, ExtractionRun, RawAd, RawAdGroup, RawAdPerformance, RawCampaign, RawConversion,
+    RawGaSessions, Record, RunStatus,
+};
+use mi_tests::{Emulator, secret_file, settings, unique};
+use serde_json::{Value, json};
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 15).expect("date")
+}
+
+/// A tenant with one account on each platform; ids unique to this test run.
+fn tenant(n: u32) -> anyhow::Result<TenantConfig> {
+    let salt = (uuid::Uuid::new_v4().as_u128() % 900_000) as u64 + 100_000;
+    let google = GoogleOAuth {
+        client_id: "it-client.apps.googleusercontent.com".into(),
+        client_secret: secret_file("google-client-secret", "it-secret")?,
+        refresh_token: secret_file("google-refresh-token", "1//it-refresh")?,
+    };
+    Ok(TenantConfig {
+        id: TenantId::new(format!("it-{}-{n}", &unique("t")[2..10]))?,
+        google_ads: Some(GoogleAdsConnection {
+            customer_ids: vec![format!("{}{:03}", salt * 10, n)],
+            login_customer_id: None,
+            developer_token: secret_file("google-developer-token", "it-dev-token")?,
+            oauth: google.clone(),
+        }),
+        meta_ads: Some(MetaConnection {
+            account_ids: vec![format!("act_{salt}{n:03}")],
+            app_id: "1234567890".into(),
+            app_secret: secret_file("meta-app-secret", "it-app-secret")?,
+            access_token: secret_file("meta-token", "EAAit-long-lived")?,
+        }),
+        ga4: Some(Ga4Connection {
+            property_ids: vec![format!("{salt}{n:03}")],
+            oauth: google,
+        }),
+    })
+}
+
+fn producers_settings(emulator: &Emulator, tenants: Vec<TenantConfig>) -> ProducersSettings {
+    ProducersSettings {
+        infra: settings(),
+        extract: ExtractSettings {
+            retry_base_ms: 10,
+            max_attempts: 12,
+            requests_per_second: 500,
+            page_size: 50, // small pages: paging must visit every row exactly once
+            ..Default::default()
+        },
+        platforms: PlatformEndpoints::emulator(&emulator.url),
+        tenants,
+    }
+}
+
+/// The records of `R` published by the given runs, from the topic's offsets before the runs.
+async fn published<R: Record>(
+    codec: &Codec,
+    since: &BTreeMap<i32, i64>,
+    runs: &HashSet<String>,
+    run_of: impl Fn(&R) -> &str,
+) -> anyhow::Result<Vec<(String, R)>> {
+    let s = settings();
+    let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
+    let mut out = Vec::new();
+    for (key, value) in clients::read_since(config, R::TOPIC, since).await? {
+        let record: R = codec.decode(&value).await?;
+        if runs.contains(run_of(&record)) {
+            let key = String::from_utf8(key.unwrap_or_default())?;
+            out.push((key, record));
+        }
+    }
+    Ok(out)
+}
+
+async fn offsets(topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let s = settings();
+    Ok(clients::end_offsets(clients::kafka_config(&s.kafka), topic).await?)
+}
+
+/// Day totals from records: (impressions, clicks, cost, conversions, value).
+type AdsTotals = BTreeMap<String, [i64; 5]>;
+
+fn truth_days(truth: &Value) -> AdsTotals {
+    let mut out = AdsTotals::new();
+    for d in truth["days"].as_array().into_iter().flatten() {
+        let n = |k: &str| d[k].as_i64().unwrap_or(-1);
+        if n("impressions") == 0 && n("conversions") == 0 {
+            continue;
+        }
+        out.insert(
+            d["date"].as_str().unwrap_or_default().to_owned(),
+            [
+                n("impressions"),
+                n("clicks"),
+                n("cost_micros"),
+                n("conversions"),
+                n("conversion_value_micros"),
+            ],
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tenants_under_faults_match_the_ground_truth_exactly() -> anyhow::Result<()> {
+    let emulator = Emulator::start(today()).await?;
+    let faults = json!({"throttle_every": 5, "server_error_every": 7, "expire_token_every": 11});
+    // An expired Meta user token cannot be renewed (Meta requires the user to re-authorize; see
+    // the test below), so Meta gets throttling and server errors only.
+    let meta_faults = json!({"throttle_every": 5, "server_error_every": 7});
+    emulator
+        .post(
+            "/_emulator/faults",
+            json!({"google_ads": faults, "meta_ads": meta_faults, "ga4": faults}),
+        )
+        .await?;
+    let tenants: Vec<TenantConfig> = (1..=3).map(tenant).collect::<Result<_, _>>()?;
+    let settings = Arc::new(producers_settings(&emulator, tenants.clone()));
+    let codec = Arc::new(Codec::new(clients::schema_registry(
+        &settings.infra.schema_registry,
+    )));
+
+    let topics = [
+        RawAdPerformance::TOPIC,
+        RawConversion::TOPIC,
+        RawGaSessions::TOPIC,
+        RawCampaign::TOPIC,
+        RawAdGroup::TOPIC,
+        RawAd::TOPIC,
+        ExtractionRun::TOPIC,
+    ];
+    let mut before = BTreeMap::new();
+    for topic in topics {
+        before.insert(topic, offsets(topic).await?);
+    }
+
+    let runner = Runner::new(
+        settings.clone(),
+        codec.clone(),
+        &unique("it-extract"),
+        Some(today()),
+    )?;
+    let mut runs = Vec::new();
+    for t in &tenants {
+        for platform in Platform::ALL {
+            let request = RunRequest {
+                tenant: t.id.clone(),
+                platform,
+                command_id: None,
+                from: None,
+                to: None,
+                backfill_days: Some(10),
+            };
+            let run = runner.run(&request, None).await?;
+            assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+            assert_eq!(run.to_date, today().pred_opt().expect("yesterday"));
+            assert_eq!(run.days(), 10, "a first sync backfills the requested days");
+            runs.push((t.clone(), platform, run));
+        }
+    }
+    let run_ids: HashSet<String> = runs.iter().map(|(_, _, r)| r.run_id.clone()).collect();
+    let run_tenant: BTreeMap<String, String> = runs
+        .iter()
+        .map(|(t, _, r)| (r.run_id.clone(), t.id.to_string()))
+        .collect();
+
+    let perf =
+        published::<RawAdPerformance>(&codec, &before[RawAdPerformance::TOPIC], &run_ids, |r| {
+            &r.run_id
+        })
+        .await?;
+    let ga = published::<RawGaSessions>(&codec, &before[RawGaSessions::TOPIC], &run_ids, |r| {
+        &r.run_id
+    })
+    .await?;
+    let campaigns =
+        published::<RawCampaign>(&codec, &before[RawCampaign::TOPIC], &run_ids, |r| &r.run_id)
+            .await?;
+    let conversions =
+        published::<RawConversion>(&codec, &before[RawConversion::TOPIC], &run_ids, |r| {
+            &r.run_id
+        })
+        .await?;
+    assert!(!perf.is_empty() && !ga.is_empty() && !campaigns.is_empty() && !conversions.is_empty());
+
+    // Tenant isolation: every record is keyed by, and carries, the tenant of the run that made it.
+    for (key, tenant, run) in perf
+        .iter()
+        .map(|(k, r)| (k, &r.tenant_id, &r.run_id))
+        .chain(ga.iter().map(|(k, r)| (k, &r.tenant_id, &r.run_id)))
+        .chain(campaigns.iter().map(|(k, r)| (k, &r.tenant_id, &r.run_id)))
+    {
+        assert_eq!(key, tenant);
+        assert_eq!(
+            &run_tenant[run], tenant,
+            "a record of run {run} carries another tenant's id"
+        );
+    }
+
+    // Exact totals per tenant, platform, account and day against the ground truth.
+    for (t, platform, run) in &runs {
+        match platform {
+            Platform::GoogleAds | Platform::MetaAds => {
+                let account = match platform {
+                    Platform::GoogleAds => &t.google_ads.as_ref().expect("google").customer_ids[0],
+                    _ => &t.meta_ads.as_ref().expect("meta").account_ids[0],
+                };
+                let truth = emulator
+                    .truth(*platform, account, run.from_date, run.to_date)
+                    .await?;
+                let mut got = AdsTotals::new();
+                for (_, r) in perf.iter().filter(|(_, r)| r.run_id == run.run_id) {
+                    assert_eq!(&r.account_id, account);
+                    let day = got.entry(r.date.to_string()).or_default();
+                    day[0] += r.impressions;
+                    day[1] += r.clicks;
+                    day[2] += r.cost_micros;
+                    day[3] += r.conversions as i64;
+                    day[4] += r.conversion_value_micros;
+                }
+                assert_eq!(got, truth_days(&truth), "{} {platform} {account}", t.id);
+                let n_campaigns = campaigns
+                    .iter()
+                    .filter(|(_, r)| r.run_id == run.run_id)
+                    .count();
+                assert_eq!(
+                    n_campaigns,
+                    truth["entities"]["campaigns"]
+                        .as_array()
+                        .map_or(0, Vec::len),
+                    "campaigns of {platform} {account}"
+                );
+                // Conversions by action add up to the ad-level conversions of each day.
+                let by_action: i64 = conversions
+                    .iter()
+                    .filter(|(_, r)| r.run_id == run.run_id)
+                    .map(|(_, r)| r.conversions as i64)
+                    .sum();
+                assert_eq!(
+                    by_action,
+                    truth["totals"]["conversions"].as_i64().unwrap_or(-1)
+                );
+            }
+            Platform::Ga4 => {
+                let property = &t.ga4.as_ref().expect("ga4").property_ids[0];
+                let truth = emulator
+                    .truth(Platform::Ga4, property, run.from_date, run.to_date)
+                    .await?;
+                let rows: Vec<_> = ga
+                    .iter()
+                    .filter(|(_, r)| r.run_id == run.run_id)
+                    .map(|(_, r)| r)
+                    .collect();
+                let totals = &truth["totals"];
+                let sum = |f: fn(&RawGaSessions) -> i64| rows.iter().map(|r| f(r)).sum::<i64>();
+                let mut per_day: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+                for r in &rows {
+                    let e = per_day.entry(r.date.to_string()).or_default();
+                    e.0 += 1;
+                    e.1 += r.sessions;
+                }
+                let truth_per_day: BTreeMap<String, (i64, i64)> = truth["days"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| {
+                        let n = |k: &str| d[k].as_i64().unwrap_or(-1);
+                        (
+                            d["date"].as_str().unwrap_or_default().to_owned(),
+                            (n("rows"), n("sessions")),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    per_day, truth_per_day,
+                    "ga4 {property} rows and sessions per day"
+                );
+                assert_eq!(
+                    sum(|r| r.sessions),
+                    totals["sessions"].as_i64().unwrap_or(-1)
+                );
+                assert_eq!(
+                    sum(|r| r.engaged_sessions),
+                    totals["engaged_sessions"].as_i64().unwrap_or(-1)
+                );
+                assert_eq!(
+                    sum(|r| r.transactions),
+                    totals["transactions"].as_i64().unwrap_or(-1)
+                );
+                assert_eq!(
+                    sum(|r| r.purchase_revenue_micros),
+                    totals["purchase_revenue_micros"].as_i64().unwrap_or(-1)
+                );
+            }
+        }
+        // The run record counts exactly what was published.
+        let published_perf = perf.iter().filter(|(_, r)| r.run_id == run.run_id).count() as i64;
+        assert_eq!(
+            run.records
+                .get(RawAdPerformance::TOPIC)
+                .copied()
+                .unwrap_or(0),
+            published_perf
+        );
+    }
+
+    // The faults really happened, and were survived.
+    let stats = emulator.get("/_emulator/stats").await?;
+    for (platform, fault) in [
+        ("google_ads", "throttle"),
+        ("google_ads", "server_error"),
+        ("google_ads", "expire_token"),
+        ("meta_ads", "throttle"),
+        ("meta_ads", "server_error"),
+        ("ga4", "throttle"),
+        ("ga4", "server_error"),
+        ("ga4", "expire_token"),
+    ] {
+        {
+            let n = stats["injected"][platform][fault].as_u64().unwrap_or(0);
+            assert!(n > 0, "no {fault} injected on {platform}: {stats}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_response_fails_the_run_and_publishes_nothing() -> anyhow::Result<()> {
+    let faults = json!({"meta_ads": {"malformed_field": {"endpoint": "insights", "field": "spend", "value": "12,5 EUR"}}});
+    assert_run_fails_cleanly(faults, &["meta_ads", "insights", "field spend"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_meta_token_fails_the_run_cleanly_asking_for_reauthorization()
+-> anyhow::Result<()> {
+    let faults = json!({"meta_ads": {"expire_token_every": 2}});
+    assert_run_fails_cleanly(faults, &["meta_ads", "authentication failed", "expired"]).await
+}
+
+/// Runs a Meta extraction under `faults`: it must fail with an error containing every one of
+/// `expected` and the account id, publish nothing, record the failure and keep the watermark.
+async fn assert_run_fails_cleanly(faults: Value, expected: &[&str]) -> anyhow::Result<()> {
+    let emulator = Emulator::start(today()).await?;
+    emulator.post("/_emulator/faults", faults).await?;
+    let t = tenant(9)?;
+    let account = t.meta_ads.as_ref().expect("meta").account_ids[0].clone();
+    let settings = Arc::new(producers_settings(&emulator, vec![t.clone()]));
+    let codec = Arc::new(Codec::new(clients::schema_registry(
+        &settings.infra.schema_registry,
+    )));
+    let before_perf = offsets(RawAdPerformance::TOPIC).await?;
+    let before_campaigns = offsets(RawCampaign::TOPIC).await?;
+    let before_runs = offsets(ExtractionRun::TOPIC).await?;
+
+    let runner = Runner::new(
+        settings,
+        codec.clone(),
+        &unique("it-malformed"),
+        Some(today()),
+    )?;
+    let request = RunRequest {
+        tenant: t.id.clone(),
+        platform: Platform::MetaAds,
+        command_id: None,
+        from: None,
+        to: None,
+        backfill_days: Some(5),
+    };
+    let run = runner.run(&request, None).await?;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.clone().unwrap_or_default();
+    for part in expected.iter().copied().chain([account.as_str()]) {
+        assert!(error.contains(part), "the error names {part}: {error}");
+    }
+
+    // Nothing of the run is visible: not its metrics, not the campaigns read before the failure.
+    let ids = HashSet::from([run.run_id.clone()]);
+    assert!(
+        published::<RawAdPerformance>(&codec, &before_perf, &ids, |r| &r.run_id)
+            .await?
+            .is_empty()
+    );
+    assert!(
+        published::<RawCampaign>(&codec, &before_campaigns, &ids, |r| &r.run_id)
+            .await?
+            .is_empty()
+    );
+    // …but the failure is recorded, and the watermark did not move.
+    let recorded = published::<ExtractionRun>(&codec, &before_runs, &ids, |r| &r.run_id).await?;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].1.status, RunStatus::Failed);
+    let s = mi_tests::settings();
+    assert_eq!(
+        mi_producers::watermark::watermark(&s.kafka, &codec, &t.id, Platform::MetaAds).await?,
+        None
+    );
+    Ok(())
+}
