@@ -32,6 +32,9 @@ pub fn idempotent_producer_config(kafka: &KafkaSettings) -> ClientConfig {
     let mut config = kafka_config(kafka);
     config
         .set("enable.idempotence", "true")
+        // The Java client's partitioner: a tenant lands on the same partition whichever
+        // client (ours, an agent's, Kafka's own tools) produced its records.
+        .set("partitioner", "murmur2_random")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5");
@@ -66,6 +69,17 @@ pub fn read_committed_consumer_config(kafka: &KafkaSettings, group_id: &str) -> 
     config
 }
 
+/// Runs a blocking call (librdkafka's transactional operations block for up to their timeout)
+/// without stalling the other tasks of a multi-threaded runtime.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The next offset of every partition of `topic` (its high watermarks).
 pub async fn end_offsets(
     config: ClientConfig,
@@ -86,6 +100,29 @@ pub async fn end_offsets(
     .unwrap_or(Err(KafkaError::Canceled))
 }
 
+/// Sets a consumer group's committed offsets on `topic` to its current end, so that the group
+/// starts with what is published from now on (a new worker group in a benchmark or test must not
+/// serve every command ever published).
+pub async fn start_group_at_end(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+) -> Result<(), KafkaError> {
+    let ends = end_offsets(kafka_config(kafka), topic).await?;
+    let config = read_committed_consumer_config(kafka, group);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, end) in ends {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(end))?;
+        }
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
+}
+
 /// Reads every committed record of `topic` (key, value) from the beginning up to its end (the
 /// last stable offset at the time of reading). For small topics — run records, tests, tools.
 pub async fn read_to_end(
@@ -98,11 +135,27 @@ pub async fn read_to_end(
 /// Like [`read_to_end`], starting each partition at the offset given in `from` (partitions not
 /// in it start at the beginning).
 pub async fn read_since(
-    mut config: ClientConfig,
+    config: ClientConfig,
     topic: &str,
     from: &BTreeMap<i32, i64>,
 ) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaError> {
     let from = from.clone();
+    read_partitions(config, topic, move |p| {
+        Some(
+            from.get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+        )
+    })
+    .await
+}
+
+/// Reads the partitions for which `start` gives an offset, from there to their end (the last
+/// stable offset at the time of reading): e.g. one state changelog partition on restore.
+pub async fn read_partitions(
+    mut config: ClientConfig,
+    topic: &str,
+    start: impl Fn(i32) -> Option<Offset> + Send + 'static,
+) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaError> {
     config.set("enable.partition.eof", "true");
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -110,15 +163,17 @@ pub async fn read_since(
         let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         let mut assignment = TopicPartitionList::new();
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let start = from
-                .get(&p.id())
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            assignment.add_partition_offset(&topic, p.id(), start)?;
+            if let Some(offset) = start(p.id()) {
+                assignment.add_partition_offset(&topic, p.id(), offset)?;
+            }
+        }
+        if assignment.count() == 0 {
+            return Ok(Vec::new());
         }
         consumer.assign(&assignment)?;
         let mut remaining = assignment.count();
         let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while remaining > 0 {
             if Instant::now() > deadline {
                 return Err(KafkaError::MessageConsumption(

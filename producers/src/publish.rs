@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mi_common::clients;
+use mi_common::clients::{self, blocking};
 use mi_common::settings::KafkaSettings;
 use mi_schemas::{Codec, Record};
 use rdkafka::TopicPartitionList;
@@ -137,15 +137,5 @@ impl Drop for Transaction<'_> {
                 tracing::error!(error = %e, "aborting an abandoned transaction failed");
             }
         }
-    }
-}
-
-/// librdkafka's transactional calls block; keep them off the async worker threads' hot path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }

@@ -74,6 +74,11 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
                 continue;
             }
         };
+        if settings.tenant(&request.tenant).is_none() {
+            tracing::warn!(tenant = %request.tenant, "command for a tenant this worker does not know; skipped");
+            runner.skip(&offsets, &group)?;
+            continue;
+        }
         let outcome = runner.run(&request, Some((&offsets, &group))).await?;
         served += 1;
         tracing::info!(run_id = %outcome.run_id, status = ?outcome.status, "command served");
@@ -113,7 +118,12 @@ pub async fn enqueue_all(
 ) -> Result<usize, ExtractError> {
     let producer = TxProducer::new(
         &settings.infra.kafka,
-        &format!("{}-scheduler", settings.extract.transactional_id_prefix),
+        // Enqueueing only needs the batch to be atomic, not zombie fencing: a fresh id per batch.
+        &format!(
+            "{}-enqueue-{}",
+            settings.extract.transactional_id_prefix,
+            uuid::Uuid::new_v4()
+        ),
         60_000,
         codec,
     )?;

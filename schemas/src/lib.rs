@@ -258,6 +258,8 @@ mod tests {
                         valid_to: None,
                         is_current: true,
                         attributes_hash: "h".into(),
+                        revision: 1,
+                        is_deleted: false,
                     })
                 }),
                 Box::new(move || {
@@ -280,6 +282,8 @@ mod tests {
                         valid_to: Some(at(2)),
                         is_current: false,
                         attributes_hash: "h".into(),
+                        revision: 1,
+                        is_deleted: false,
                     })
                 }),
                 Box::new(move || {
@@ -303,6 +307,8 @@ mod tests {
                         valid_to: None,
                         is_current: true,
                         attributes_hash: "h".into(),
+                        revision: 1,
+                        is_deleted: false,
                     })
                 }),
                 Box::new(move || {

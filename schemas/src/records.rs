@@ -213,6 +213,8 @@ record! {
         valid_to: Option<DateTime<Utc>>,
         is_current: bool,
         attributes_hash: String,
+        revision: i64,
+        is_deleted: bool,
     }
 }
 
@@ -240,6 +242,8 @@ record! {
         valid_to: Option<DateTime<Utc>>,
         is_current: bool,
         attributes_hash: String,
+        revision: i64,
+        is_deleted: bool,
     }
 }
 
@@ -268,6 +272,8 @@ record! {
         valid_to: Option<DateTime<Utc>>,
         is_current: bool,
         attributes_hash: String,
+        revision: i64,
+        is_deleted: bool,
     }
 }
 

@@ -8,92 +8,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use chrono::NaiveDate;
-use mi_common::{Platform, TenantId, clients};
-use mi_producers::settings::{
-    ExtractSettings, Ga4Connection, GoogleAdsConnection, GoogleOAuth, MetaConnection,
-    PlatformEndpoints, ProducersSettings, TenantConfig,
-};
+use mi_common::{Platform, clients};
+use mi_producers::settings::TenantConfig;
 use mi_producers::{RunRequest, Runner};
 use mi_schemas::{
     Codec, ExtractionRun, RawAd, RawAdGroup, RawAdPerformance, RawCampaign, RawConversion,
     RawGaSessions, Record, RunStatus,
 };
-use mi_tests::{Emulator, secret_file, settings, unique};
+use mi_tests::{Emulator, offsets, producers_settings, published, tenant, today, unique};
 use serde_json::{Value, json};
-
-fn today() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 10, 15).expect("date")
-}
-
-/// A tenant with one account on each platform; ids unique to this test run.
-fn tenant(n: u32) -> anyhow::Result<TenantConfig> {
-    let salt = (uuid::Uuid::new_v4().as_u128() % 900_000) as u64 + 100_000;
-    let google = GoogleOAuth {
-        client_id: "it-client.apps.googleusercontent.com".into(),
-        client_secret: secret_file("google-client-secret", "it-secret")?,
-        refresh_token: secret_file("google-refresh-token", "1//it-refresh")?,
-    };
-    Ok(TenantConfig {
-        id: TenantId::new(format!("it-{}-{n}", &unique("t")[2..10]))?,
-        google_ads: Some(GoogleAdsConnection {
-            customer_ids: vec![format!("{}{:03}", salt * 10, n)],
-            login_customer_id: None,
-            developer_token: secret_file("google-developer-token", "it-dev-token")?,
-            oauth: google.clone(),
-        }),
-        meta_ads: Some(MetaConnection {
-            account_ids: vec![format!("act_{salt}{n:03}")],
-            app_id: "1234567890".into(),
-            app_secret: secret_file("meta-app-secret", "it-app-secret")?,
-            access_token: secret_file("meta-token", "EAAit-long-lived")?,
-        }),
-        ga4: Some(Ga4Connection {
-            property_ids: vec![format!("{salt}{n:03}")],
-            oauth: google,
-        }),
-    })
-}
-
-fn producers_settings(emulator: &Emulator, tenants: Vec<TenantConfig>) -> ProducersSettings {
-    ProducersSettings {
-        infra: settings(),
-        extract: ExtractSettings {
-            retry_base_ms: 10,
-            max_attempts: 12,
-            requests_per_second: 500,
-            page_size: 50, // small pages: paging must visit every row exactly once
-            ..Default::default()
-        },
-        platforms: PlatformEndpoints::emulator(&emulator.url),
-        tenants,
-    }
-}
-
-/// The records of `R` published by the given runs, from the topic's offsets before the runs.
-async fn published<R: Record>(
-    codec: &Codec,
-    since: &BTreeMap<i32, i64>,
-    runs: &HashSet<String>,
-    run_of: impl Fn(&R) -> &str,
-) -> anyhow::Result<Vec<(String, R)>> {
-    let s = settings();
-    let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
-    let mut out = Vec::new();
-    for (key, value) in clients::read_since(config, R::TOPIC, since).await? {
-        let record: R = codec.decode(&value).await?;
-        if runs.contains(run_of(&record)) {
-            let key = String::from_utf8(key.unwrap_or_default())?;
-            out.push((key, record));
-        }
-    }
-    Ok(out)
-}
-
-async fn offsets(topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let s = settings();
-    Ok(clients::end_offsets(clients::kafka_config(&s.kafka), topic).await?)
-}
 
 /// Day totals from records: (impressions, clicks, cost, conversions, value).
 type AdsTotals = BTreeMap<String, [i64; 5]>;
@@ -411,6 +334,102 @@ async fn assert_run_fails_cleanly(faults: Value, expected: &[&str]) -> anyhow::R
     assert_eq!(
         mi_producers::watermark::watermark(&s.kafka, &codec, &t.id, Platform::MetaAds).await?,
         None
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow::Result<()> {
+    let emulator = Emulator::start(today()).await?;
+    let tenants: Vec<TenantConfig> = (21..=23).map(tenant).collect::<Result<_, _>>()?;
+    let mut settings = producers_settings(&emulator, tenants.clone());
+    settings.extract.worker_group = unique("it-workers");
+    settings.extract.backfill_days = 3;
+    let settings = Arc::new(settings);
+    let codec = Arc::new(Codec::new(clients::schema_registry(
+        &settings.infra.schema_registry,
+    )));
+    let before_runs = offsets(ExtractionRun::TOPIC).await?;
+    clients::start_group_at_end(
+        &settings.infra.kafka,
+        &settings.extract.worker_group,
+        mi_schemas::ExtractCommand::TOPIC,
+    )
+    .await?;
+
+    let enqueued =
+        mi_producers::worker::enqueue_all(&settings, codec.clone(), mi_schemas::Trigger::Manual)
+            .await?;
+    assert_eq!(enqueued, tenants.len() * 3);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut runners = Vec::new();
+    for slot in ["a", "b"] {
+        runners.push(Runner::new(
+            settings.clone(),
+            codec.clone(),
+            &unique(&format!("it-worker-{slot}")),
+            Some(today()),
+        )?);
+    }
+    // Both workers and the observer run concurrently on this task.
+    let workers = futures::future::join_all(
+        runners
+            .iter()
+            .map(|r| mi_producers::worker::work(r, shutdown.clone())),
+    );
+    let ours: HashSet<String> = tenants.iter().map(|t| t.id.to_string()).collect();
+    let observe = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let runs = loop {
+            let s = mi_tests::settings();
+            let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
+            let mut runs = Vec::new();
+            for (_, value) in
+                clients::read_since(config, ExtractionRun::TOPIC, &before_runs).await?
+            {
+                let run: ExtractionRun = codec.decode(&value).await?;
+                if ours.contains(&run.tenant_id) {
+                    runs.push(run);
+                }
+            }
+            if runs.len() >= enqueued || std::time::Instant::now() > deadline {
+                break runs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
+        // Give a duplicate, if any, the chance to show up before stopping the workers.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        shutdown.cancel();
+        anyhow::Ok(runs)
+    };
+    let (served, runs) = tokio::join!(workers, observe);
+    let runs = runs?;
+    let served: u64 = served
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .sum();
+
+    assert_eq!(runs.len(), enqueued, "every command served once: {runs:#?}");
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+    let commands: HashSet<_> = runs.iter().filter_map(|r| r.command_id.clone()).collect();
+    assert_eq!(
+        commands.len(),
+        enqueued,
+        "each run answers a distinct command"
+    );
+    let pairs: HashSet<_> = runs
+        .iter()
+        .map(|r| (r.tenant_id.clone(), r.platform))
+        .collect();
+    assert_eq!(pairs.len(), enqueued, "every tenant and platform extracted");
+    assert!(
+        served >= enqueued as u64,
+        "the two workers served {served} runs"
     );
     Ok(())
 }

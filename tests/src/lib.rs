@@ -144,3 +144,94 @@ pub fn secret_file(name: &str, value: &str) -> anyhow::Result<mi_common::secret:
     std::fs::write(&path, value)?;
     Ok(mi_common::secret::SecretRef::File(path))
 }
+
+// ------------------------------------------------------------------------------------------
+// Extraction fixtures shared by the extraction and processor tests.
+// ------------------------------------------------------------------------------------------
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::NaiveDate;
+use mi_common::{TenantId, clients};
+use mi_producers::settings::{
+    ExtractSettings, Ga4Connection, GoogleAdsConnection, GoogleOAuth, MetaConnection,
+    PlatformEndpoints, ProducersSettings, TenantConfig,
+};
+use mi_schemas::{Codec, Record};
+
+/// The emulator's pinned "today" in these tests.
+pub fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 15).expect("date")
+}
+
+/// A tenant with one account on each platform; ids unique to this test run.
+pub fn tenant(n: u32) -> anyhow::Result<TenantConfig> {
+    let salt = (uuid::Uuid::new_v4().as_u128() % 900_000) as u64 + 100_000;
+    let google = GoogleOAuth {
+        client_id: "it-client.apps.googleusercontent.com".into(),
+        client_secret: secret_file("google-client-secret", "it-secret")?,
+        refresh_token: secret_file("google-refresh-token", "1//it-refresh")?,
+    };
+    Ok(TenantConfig {
+        id: TenantId::new(format!("it-{}-{n}", &unique("t")[2..10]))?,
+        google_ads: Some(GoogleAdsConnection {
+            customer_ids: vec![format!("{}{:03}", salt * 10, n)],
+            login_customer_id: None,
+            developer_token: secret_file("google-developer-token", "it-dev-token")?,
+            oauth: google.clone(),
+        }),
+        meta_ads: Some(MetaConnection {
+            account_ids: vec![format!("act_{salt}{n:03}")],
+            app_id: "1234567890".into(),
+            app_secret: secret_file("meta-app-secret", "it-app-secret")?,
+            access_token: secret_file("meta-token", "EAAit-long-lived")?,
+        }),
+        ga4: Some(Ga4Connection {
+            property_ids: vec![format!("{salt}{n:03}")],
+            oauth: google,
+        }),
+    })
+}
+
+pub fn producers_settings(emulator: &Emulator, tenants: Vec<TenantConfig>) -> ProducersSettings {
+    ProducersSettings {
+        infra: settings(),
+        extract: ExtractSettings {
+            retry_base_ms: 10,
+            max_attempts: 12,
+            requests_per_second: 500,
+            page_size: 50, // small pages: paging must visit every row exactly once
+            ..Default::default()
+        },
+        platforms: PlatformEndpoints::emulator(&emulator.url),
+        tenants,
+    }
+}
+
+/// The records of `R` published by the given runs, from the topic's offsets before the runs.
+pub async fn published<R: Record>(
+    codec: &Codec,
+    since: &BTreeMap<i32, i64>,
+    runs: &HashSet<String>,
+    run_of: impl Fn(&R) -> &str,
+) -> anyhow::Result<Vec<(String, R)>> {
+    let s = settings();
+    let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
+    let mut out = Vec::new();
+    for (key, value) in clients::read_since(config, R::TOPIC, since).await? {
+        // Other tests (and the processors' tests) put deliberately bad bytes in these topics.
+        let Ok(record) = codec.decode::<R>(&value).await else {
+            continue;
+        };
+        if runs.contains(run_of(&record)) {
+            let key = String::from_utf8(key.unwrap_or_default())?;
+            out.push((key, record));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn offsets(topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let s = settings();
+    Ok(clients::end_offsets(clients::kafka_config(&s.kafka), topic).await?)
+}
