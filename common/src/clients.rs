@@ -149,6 +149,9 @@ pub async fn read_since(
     .await
 }
 
+/// How long [`read_partitions`] waits without receiving anything before it calls a partition read.
+const QUIET: Duration = Duration::from_secs(5);
+
 /// Reads the partitions for which `start` gives an offset, from there to their end (the last
 /// stable offset at the time of reading): e.g. one state changelog partition on restore.
 pub async fn read_partitions(
@@ -170,24 +173,50 @@ pub async fn read_partitions(
         if assignment.count() == 0 {
             return Ok(Vec::new());
         }
+        // Where each partition ends now. A partition is done at its end-of-partition event or
+        // once the consumer's position passes this offset: librdkafka emits no EOF when a
+        // partition ends in an aborted transaction (e.g. a producer killed mid-transaction).
+        let mut ends = BTreeMap::new();
+        for e in assignment.elements() {
+            let (_, high) =
+                consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))?;
+            ends.insert(e.partition(), high);
+        }
         consumer.assign(&assignment)?;
-        let mut remaining = assignment.count();
+        let mut pending: std::collections::BTreeSet<i32> = ends.keys().copied().collect();
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(300);
-        while remaining > 0 {
+        let mut last_activity = Instant::now();
+        while !pending.is_empty() {
             if Instant::now() > deadline {
                 return Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::OperationTimedOut,
                 ));
             }
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+            // Quiet for a while after fetching everything there was: the rest is aborted or
+            // not yet committed (an open transaction), neither of which a reader should wait for.
+            if last_activity.elapsed() > QUIET {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    pending.remove(&p);
+                }
                 Some(Err(e)) => return Err(e),
                 Some(Ok(m)) => {
+                    last_activity = Instant::now();
                     if let Some(payload) = m.payload() {
                         out.push((m.key().map(<[u8]>::to_vec), payload.to_vec()));
                     }
+                    continue;
+                }
+                None => {}
+            }
+            for e in consumer.position()?.elements() {
+                if let (Offset::Offset(at), Some(end)) = (e.offset(), ends.get(&e.partition()))
+                    && at >= *end
+                {
+                    pending.remove(&e.partition());
                 }
             }
         }

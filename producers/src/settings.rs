@@ -60,7 +60,7 @@ impl Default for ExtractSettings {
             max_attempts: 8,
             retry_base_ms: 200,
             page_size: 500,
-            transaction_timeout_ms: 900_000,
+            transaction_timeout_ms: 300_000,
             transactional_id_prefix: "mi-producers".into(),
             worker_group: "mi-producers".into(),
         }
