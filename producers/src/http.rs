@@ -102,6 +102,34 @@ impl Api {
     }
 }
 
+/// A whole HTTP response: status, the server's retry hint, and the body.
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+/// Sends a request and reads its body. A transport failure (connection refused or reset, a
+/// timeout, a body cut short) is worth retrying: `Err` carries the reason, URL-free so that
+/// tokens in query strings never reach the logs.
+pub async fn send(request: reqwest::RequestBuilder) -> Result<Reply, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    Ok(Reply {
+        status,
+        retry_after,
+        body,
+    })
+}
+
 /// `Retry-After` in seconds (the form every platform here uses), if present.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers

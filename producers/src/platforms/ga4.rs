@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::fields::{self, at};
 use crate::auth::GoogleTokens;
 use crate::error::{ExtractError, Where};
-use crate::http::{Attempt, retry_after};
+use crate::http::{self, Attempt};
 use crate::publish::Transaction;
 use crate::run::RunContext;
 use crate::settings::Ga4Connection;
@@ -88,31 +88,20 @@ async fn property_report(
                     Ok(t) => t,
                     Err(e) => return Attempt::Fail(e),
                 };
-                let response = match ctx
-                    .api
-                    .http
-                    .post(&url)
-                    .bearer_auth(token.expose_secret())
-                    .json(&body)
-                    .send()
-                    .await
+                let (status, hint, bytes) = match http::send(
+                    ctx.api
+                        .http
+                        .post(&url)
+                        .bearer_auth(token.expose_secret())
+                        .json(&body),
+                )
+                .await
                 {
-                    Ok(r) => r,
-                    Err(e) => {
+                    Ok(r) => (r.status, r.retry_after, r.body),
+                    Err(reason) => {
                         return Attempt::Retry {
                             after: None,
-                            reason: e.without_url().to_string(),
-                        };
-                    }
-                };
-                let status = response.status();
-                let hint = retry_after(response.headers());
-                let bytes = match response.bytes().await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return Attempt::Retry {
-                            after: None,
-                            reason: e.without_url().to_string(),
+                            reason,
                         };
                     }
                 };

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::fields::{self, at};
 use crate::auth::GoogleTokens;
 use crate::error::{ExtractError, Where};
-use crate::http::{Attempt, proto_duration, retry_after};
+use crate::http::{self, Attempt, proto_duration};
 use crate::publish::Transaction;
 use crate::run::RunContext;
 use crate::settings::GoogleAdsConnection;
@@ -288,23 +288,12 @@ impl Client<'_> {
                 if let Some(login) = &self.login_customer_id {
                     request = request.header("login-customer-id", login);
                 }
-                let response = match request.send().await {
-                    Ok(r) => r,
-                    Err(e) => {
+                let (status, hint, bytes) = match http::send(request).await {
+                    Ok(r) => (r.status, r.retry_after, r.body),
+                    Err(reason) => {
                         return Attempt::Retry {
                             after: None,
-                            reason: e.without_url().to_string(),
-                        };
-                    }
-                };
-                let status = response.status();
-                let hint = retry_after(response.headers());
-                let bytes = match response.bytes().await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return Attempt::Retry {
-                            after: None,
-                            reason: e.without_url().to_string(),
+                            reason,
                         };
                     }
                 };

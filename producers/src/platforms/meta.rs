@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::fields::{self, at};
 use crate::auth::MetaTokens;
 use crate::error::{ExtractError, Where};
-use crate::http::{Attempt, retry_after};
+use crate::http::{self, Attempt};
 use crate::publish::Transaction;
 use crate::run::RunContext;
 use crate::settings::MetaConnection;
@@ -349,31 +349,20 @@ impl Client<'_> {
                     if let Some(cursor) = &after {
                         query.push(("after", cursor));
                     }
-                    let response = match ctx
-                        .api
-                        .http
-                        .get(&url)
-                        .bearer_auth(token.expose_secret())
-                        .query(&query)
-                        .send()
-                        .await
+                    let (status, hint, bytes) = match http::send(
+                        ctx.api
+                            .http
+                            .get(&url)
+                            .bearer_auth(token.expose_secret())
+                            .query(&query),
+                    )
+                    .await
                     {
-                        Ok(r) => r,
-                        Err(e) => {
+                        Ok(r) => (r.status, r.retry_after, r.body),
+                        Err(reason) => {
                             return Attempt::Retry {
                                 after: None,
-                                reason: e.without_url().to_string(),
-                            };
-                        }
-                    };
-                    let status = response.status();
-                    let hint = retry_after(response.headers());
-                    let bytes = match response.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            return Attempt::Retry {
-                                after: None,
-                                reason: e.without_url().to_string(),
+                                reason,
                             };
                         }
                     };
