@@ -3,6 +3,8 @@
 //! The binary is a thin `clap` front over this library so that tests and benchmarks drive the
 //! same code the service runs.
 
+pub mod migrate;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -27,11 +29,23 @@ pub struct Cli {
 pub enum Command {
     /// Check that every dependency of this service answers, one line each; exit 1 if any fails.
     Check,
+    /// Apply the warehouse migrations not yet applied (idempotent).
+    Migrate,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings: Settings = cli.global.load(|s: &Settings| &s.log)?;
     match cli.command {
+        Command::Migrate => {
+            let client = clients::clickhouse(&settings.clickhouse);
+            let applied = migrate::migrate(&client, &settings.clickhouse.database).await?;
+            println!(
+                "{} migration(s) applied to {}: {applied:?}",
+                applied.len(),
+                settings.clickhouse.database
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check => Ok(cli::report(&[
             clients::check_kafka(&settings.kafka).await,
             clients::check_schema_registry(&settings.schema_registry).await,
