@@ -3,7 +3,9 @@
 //! The binary is a thin `clap` front over this library so that tests and benchmarks drive the
 //! same code the service runs.
 
+pub mod load;
 pub mod migrate;
+pub mod rows;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,8 @@ pub enum Command {
     Check,
     /// Apply the warehouse migrations not yet applied (idempotent).
     Migrate,
+    /// Load the curated topics into ClickHouse until SIGTERM.
+    Run,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 applied.len(),
                 settings.clickhouse.database
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = load::LoadConfig {
+                database: settings.clickhouse.database.clone(),
+                ..Default::default()
+            };
+            let stats = load::run(&settings, &config, mi_common::shutdown::on_signal()).await?;
+            tracing::info!(?stats, "sink stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => Ok(cli::report(&[
