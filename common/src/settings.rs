@@ -67,6 +67,9 @@ pub struct ClickHouseSettings {
     pub user: String,
     #[serde(skip_serializing)]
     pub password: Option<SecretString>,
+    /// Master secret from which each tenant's ClickHouse password is derived (never stored).
+    #[serde(skip_serializing)]
+    pub tenant_secret: Option<SecretString>,
 }
 
 impl Default for ClickHouseSettings {
@@ -76,6 +79,7 @@ impl Default for ClickHouseSettings {
             database: "mi".into(),
             user: "default".into(),
             password: None,
+            tenant_secret: None,
         }
     }
 }

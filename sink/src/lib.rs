@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod migrate;
+pub mod provision;
 pub mod rows;
 
 use std::process::ExitCode;
@@ -35,6 +36,15 @@ pub enum Command {
     Migrate,
     /// Load the curated topics into ClickHouse until SIGTERM.
     Run,
+    /// Create (idempotently) a tenant's ClickHouse user, SELECT grants and row policies. The
+    /// master secret comes from `MI_CLICKHOUSE__TENANT_SECRET`.
+    ProvisionTenant {
+        tenant: mi_common::TenantId,
+        /// Only check the statements with ClickHouse's parser (for the chDB dev front, which
+        /// has no users).
+        #[arg(long)]
+        validate_only: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -47,6 +57,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{} migration(s) applied to {}: {applied:?}",
                 applied.len(),
                 settings.clickhouse.database
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ProvisionTenant {
+            tenant,
+            validate_only,
+        } => {
+            let master = settings.clickhouse.tenant_secret.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "set MI_CLICKHOUSE__TENANT_SECRET: tenant passwords are derived from it"
+                )
+            })?;
+            let mode = if validate_only {
+                provision::Mode::ValidateOnly
+            } else {
+                provision::Mode::Execute
+            };
+            let client = clients::clickhouse(&settings.clickhouse);
+            let n = provision::provision(
+                &client,
+                &settings.clickhouse.database,
+                &tenant,
+                &master,
+                mode,
+            )
+            .await?;
+            println!(
+                "tenant {tenant}: {n} statements {}",
+                if validate_only {
+                    "validated"
+                } else {
+                    "applied"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
