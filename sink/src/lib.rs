@@ -94,10 +94,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
-            let config = load::LoadConfig {
+            let mut config = load::LoadConfig {
                 database: settings.clickhouse.database.clone(),
                 ..Default::default()
             };
+            if let Ok(group) = std::env::var("MI_SINK_GROUP") {
+                config.group = group;
+            }
             let stats = load::run(&settings, &config, mi_common::shutdown::on_signal()).await?;
             tracing::info!(?stats, "sink stopped");
             Ok(ExitCode::SUCCESS)
