@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use mi_common::{Platform, clients};
-use mi_schemas::{Codec, FactAdPerformance, LoadEvent, Record};
+use mi_schemas::{Codec, DimCampaign, FactAdPerformance, LoadEvent, Record};
 use mi_sink::load::{self, LoadConfig, TOPICS};
 use mi_tests::{offsets, settings, unique};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -103,6 +103,53 @@ async fn curated_records_load_exactly_with_restatements_and_load_events() -> any
         }
     }
 
+    // Dimensions: a version re-emitted with a newer revision, and a retracted one.
+    let dim = |key: &str, revision: i64, name: &str, deleted: bool| DimCampaign {
+        tenant_id: tenants[0].clone(),
+        platform: Platform::MetaAds,
+        account_id: "act_7".into(),
+        extracted_at: Utc
+            .timestamp_millis_opt(1_000_000)
+            .single()
+            .expect("instant"),
+        run_id: "r".into(),
+        campaign_id: "c1".into(),
+        name: name.into(),
+        status: "ACTIVE".into(),
+        channel_type: Some("OUTCOME_SALES".into()),
+        bidding_strategy: None,
+        budget_micros: Some(5_000_000),
+        budget_period: Some("DAILY".into()),
+        start_date: NaiveDate::from_ymd_opt(2026, 1, 1),
+        end_date: None,
+        surrogate_key: key.into(),
+        version: 1,
+        valid_from: Utc.timestamp_millis_opt(1_000).single().expect("instant"),
+        valid_to: None,
+        is_current: true,
+        attributes_hash: "h".into(),
+        revision,
+        is_deleted: deleted,
+    };
+    for d in [
+        dim("k1", 1, "old", false),
+        dim("k1", 2, "new", false),
+        dim("k2", 1, "gone", false),
+        dim("k2", 2, "gone", true),
+    ] {
+        let bytes = codec.encode(&d).await?;
+        producer
+            .send(
+                FutureRecord::to(DimCampaign::TOPIC)
+                    .key(&d.tenant_id)
+                    .payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        *sent.entry(d.tenant_id.clone()).or_default() += 1;
+    }
+
     let shutdown = tokio_util::sync::CancellationToken::new();
     let db = ch.clone().with_database(&database);
     let watch = async {
@@ -116,7 +163,13 @@ async fn curated_records_load_exactly_with_restatements_and_load_events() -> any
                 .fetch_one()
                 .await?;
             let expected = tenants.len() as f64 * ((per_tenant - 10) as f64 + 50.0);
-            if (n == (tenants.len() * per_tenant) as u64 && conversions == expected)
+            let dims: (u64, u64) = db
+                .query("SELECT countIf(name = 'new'), count() FROM dim_campaigns FINAL")
+                .fetch_one()
+                .await?;
+            if (n == (tenants.len() * per_tenant) as u64
+                && conversions == expected
+                && dims == (1, 1))
                 || Instant::now() > deadline
             {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -146,6 +199,16 @@ async fn curated_records_load_exactly_with_restatements_and_load_events() -> any
         );
     }
 
+    let live: Vec<(String, String)> = db
+        .query("SELECT surrogate_key, name FROM dim_campaigns FINAL ORDER BY surrogate_key")
+        .fetch_all()
+        .await?;
+    assert_eq!(
+        live,
+        vec![("k1".to_owned(), "new".to_owned())],
+        "newest revision wins, retracted versions vanish"
+    );
+
     // Load events: per tenant, the rows of every batch add up to what was loaded for it.
     let config_read = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
     let ours: HashSet<&String> = tenants.iter().collect();
@@ -153,7 +216,10 @@ async fn curated_records_load_exactly_with_restatements_and_load_events() -> any
     for (_, value) in clients::read_since(config_read, LoadEvent::TOPIC, &events_since).await? {
         let e: LoadEvent = codec.decode(&value).await?;
         if ours.contains(&e.tenant_id) {
-            assert_eq!(e.table, "fact_ad_performance");
+            assert!(
+                e.table == "fact_ad_performance" || e.table == "dim_campaigns",
+                "{e:?}"
+            );
             assert!(e.min_date <= e.max_date);
             *loaded.entry(e.tenant_id.clone()).or_default() += e.rows;
         }
