@@ -58,30 +58,55 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
             Some(bytes) => runner.codec.decode::<ExtractCommand>(bytes).await,
             None => Err(mi_schemas::CodecError::NotFramed("empty command".into())),
         };
-        let request = match command {
+        // A command is either served (run outcome + offset committed together) or skipped
+        // (offset committed alone). If that commit fails — typically a rebalance moved the
+        // partition while the run was in flight — the transaction aborted and nothing of the run
+        // is visible: rewind to the command so that whoever owns the partition now serves it.
+        let result = match command {
             Ok(c) => match request_of(&c) {
-                Ok(r) => r,
+                Ok(request) if settings.tenant(&request.tenant).is_some() => runner
+                    .run(&request, Some((&offsets, &group)))
+                    .await
+                    .map(Some),
+                Ok(request) => {
+                    tracing::warn!(tenant = %request.tenant, "command for a tenant this worker does not know; skipped");
+                    runner.skip(&offsets, &group).map(|()| None)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, command_id = %c.command_id, "invalid command skipped");
-                    runner.skip(&offsets, &group)?;
-                    continue;
+                    runner.skip(&offsets, &group).map(|()| None)
                 }
             },
             Err(e) if e.is_retriable() => return Err(e.into()),
             Err(e) => {
                 tracing::error!(error = %e, offset = message.offset(), "undecodable command skipped");
-                runner.skip(&offsets, &group)?;
-                continue;
+                runner.skip(&offsets, &group).map(|()| None)
             }
         };
-        if settings.tenant(&request.tenant).is_none() {
-            tracing::warn!(tenant = %request.tenant, "command for a tenant this worker does not know; skipped");
-            runner.skip(&offsets, &group)?;
-            continue;
+        match result {
+            Ok(Some(outcome)) => {
+                served += 1;
+                tracing::info!(run_id = %outcome.run_id, status = ?outcome.status, "command served");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(),
+                    "command not committed (rebalance or Kafka failure); it will be served again");
+                let at = Offset::Offset(message.offset());
+                if consumer
+                    .seek(
+                        message.topic(),
+                        message.partition(),
+                        at,
+                        Duration::from_secs(5),
+                    )
+                    .is_err()
+                {
+                    tracing::debug!("partition no longer ours; its new owner serves the command");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        let outcome = runner.run(&request, Some((&offsets, &group))).await?;
-        served += 1;
-        tracing::info!(run_id = %outcome.run_id, status = ?outcome.status, "command served");
     }
     Ok(served)
 }
