@@ -51,8 +51,10 @@ where
     ) -> Result<(), EngineError> {
         self.states.clear();
         let wanted: Vec<i32> = partitions.to_vec();
-        let config =
-            clients::read_committed_consumer_config(kafka, &format!("mi-restore-{}", uuid_like()));
+        let config = clients::read_committed_consumer_config(
+            kafka,
+            &format!("mi-restore-{}", uuid::Uuid::new_v4().simple()),
+        );
         let records = clients::read_partitions(config, self.changelog, move |p| {
             wanted.contains(&p).then_some(Offset::Beginning)
         })
@@ -139,15 +141,6 @@ where
 
 /// How far back a late snapshot may still re-cut an entity's history exactly.
 const HISTORY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(35);
-
-/// A unique-enough suffix for throwaway consumer groups (never committed).
-fn uuid_like() -> String {
-    format!(
-        "{:x}{:x}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    )
-}
 
 /// Campaigns, ad groups and ads, each with its own changelog.
 pub struct Dims {
