@@ -60,6 +60,7 @@ async fn curated_records_load_exactly_with_restatements_and_load_events() -> any
         database: database.clone(),
         max_rows: 5_000,
         max_wait: Duration::from_millis(300),
+        ..Default::default()
     };
     for topic in TOPICS {
         clients::start_group_at_end(&s.kafka, &config.group, topic).await?;

@@ -11,6 +11,8 @@ use mi_common::Settings;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
+pub mod pipeline;
+
 /// Settings for the local stack, overridable through `MI_*` variables like any service.
 pub fn settings() -> Settings {
     mi_common::settings::load(None).expect("settings load from defaults and MI_* variables")
