@@ -47,6 +47,7 @@ pub const TOPICS: &[(&str, &str)] = &[
     (LoadEvent::TOPIC, LoadEvent::SCHEMA),
     (ExtractCommand::TOPIC, ExtractCommand::SCHEMA),
     (ExtractionRun::TOPIC, ExtractionRun::SCHEMA),
+    (Alert::TOPIC, Alert::SCHEMA),
 ];
 
 #[cfg(test)]
@@ -438,6 +439,26 @@ mod tests {
                         error: Some("meta_ads act_1 insights: field spend".into()),
                         started_at: ext,
                         finished_at: at(1_764_000_001_000),
+                    })
+                }),
+                Box::new(move || {
+                    round_trip(Alert {
+                        alert_id: "a1".into(),
+                        tenant_id: t(),
+                        platform: Platform::GoogleAds,
+                        account_id: "1234567890".into(),
+                        campaign_id: "11".into(),
+                        campaign_name: "Brand".into(),
+                        date: day(2),
+                        metric: "spend".into(),
+                        direction: "spike".into(),
+                        previous: 100.0,
+                        current: 180.5,
+                        change: 0.805,
+                        threshold: 0.5,
+                        currency: "EUR".into(),
+                        load_batch_id: "mi.fact.ad_performance.v1/0/1-9".into(),
+                        detected_at: ext,
                     })
                 }),
             ]

@@ -472,3 +472,27 @@ record! {
         finished_at: DateTime<Utc>,
     }
 }
+
+record! {
+    /// A day-over-day spike or drop of one campaign metric, for people and agents.
+    Alert = "mi.alerts.v1" {
+        alert_id: String,
+        tenant_id: String,
+        platform: Platform,
+        account_id: String,
+        campaign_id: String,
+        campaign_name: String,
+        #[serde(with = "crate::date")]
+        date: NaiveDate,
+        metric: String,
+        direction: String,
+        previous: f64,
+        current: f64,
+        change: f64,
+        threshold: f64,
+        currency: String,
+        load_batch_id: String,
+        #[serde(with = "chrono::serde::ts_milliseconds")]
+        detected_at: DateTime<Utc>,
+    }
+}

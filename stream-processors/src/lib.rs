@@ -9,6 +9,7 @@
 //! The binary is a thin `clap` front over this library so that tests and benchmarks drive the
 //! same code the service runs.
 
+pub mod alerts;
 pub mod dims;
 pub mod dlq;
 pub mod engine;
@@ -48,6 +49,8 @@ pub enum Which {
     Scd2,
     /// Raw daily metrics → validated facts with derived metrics.
     Facts,
+    /// Load events → day-over-day anomalies of campaign spend, CTR and CPA (`mi.alerts.v1`).
+    Alerts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +86,8 @@ pub struct ProcessorSection {
     pub max_batch: usize,
     /// How long a batch waits to fill, in milliseconds.
     pub max_batch_wait_ms: u64,
+    /// When the alerts processor flags a day (the `anomalies` dashboard uses the same rule).
+    pub alerts: mi_common::anomaly::Rule,
 }
 
 impl Default for ProcessorSection {
@@ -92,6 +97,7 @@ impl Default for ProcessorSection {
             group_prefix: "mi-processors".into(),
             max_batch: 5_000,
             max_batch_wait_ms: 100,
+            alerts: mi_common::anomaly::Rule::default(),
         }
     }
 }
@@ -134,6 +140,16 @@ pub async fn run_processor(
         }
         Which::Facts => {
             let mut p = facts::Facts::new(codec, settings.tenant_registry());
+            engine::run(&mut p, kafka, &engine, shutdown).await
+        }
+        Which::Alerts => {
+            let ch = &settings.infra.clickhouse;
+            let mut p = alerts::Alerts::new(
+                codec,
+                clients::clickhouse(ch),
+                ch.database.clone(),
+                settings.processors.alerts,
+            );
             engine::run(&mut p, kafka, &engine, shutdown).await
         }
     }

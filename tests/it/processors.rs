@@ -47,6 +47,7 @@ async fn processors_build_facts_dims_and_dead_letters_exactly() -> anyhow::Resul
             group_prefix: unique("it-proc"),
             max_batch: 2_000,
             max_batch_wait_ms: 50,
+            ..Default::default()
         },
     };
     // The processors start at the current end of their inputs: this test's records only.

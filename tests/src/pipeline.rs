@@ -75,6 +75,7 @@ pub async fn load(
             group_prefix: unique("it-pipe"),
             max_batch: 5_000,
             max_batch_wait_ms: 50,
+            ..Default::default()
         },
     };
     for (which, topics) in [
