@@ -100,6 +100,36 @@ mod tests {
         assert_eq!(files, TOPICS.len(), "every .avsc has a Rust type");
     }
 
+    /// The agents' contract (`schemas/CONTRACT.md`) describes every field of every curated
+    /// topic: a schema change that forgets the document fails here.
+    #[test]
+    fn the_contract_documents_every_curated_field() {
+        let doc = include_str!("../CONTRACT.md");
+        let curated = TOPICS.iter().filter(|(t, _)| {
+            t.starts_with("mi.dim.")
+                || t.starts_with("mi.fact.")
+                || *t == LoadEvent::TOPIC
+                || *t == Alert::TOPIC
+        });
+        let mut checked = 0;
+        for (topic, schema) in curated {
+            let section = doc
+                .split("\n### ")
+                .find(|s| s.starts_with(&format!("`{topic}`")))
+                .unwrap_or_else(|| panic!("CONTRACT.md has no section for {topic}"));
+            let schema: serde_json::Value = serde_json::from_str(schema).expect("schema is JSON");
+            for field in schema["fields"].as_array().expect("fields") {
+                let name = field["name"].as_str().expect("name");
+                assert!(
+                    section.contains(&format!("| `{name}` |")),
+                    "CONTRACT.md does not describe {topic}.{name}"
+                );
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 8, "three dims, three facts, loads, alerts");
+    }
+
     mod samples {
         use super::*;
         use chrono::{NaiveDate, TimeZone, Utc};
