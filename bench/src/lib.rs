@@ -61,3 +61,26 @@ impl std::fmt::Display for Spread {
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …) in bytes; `None` once the process
+/// is gone or on a system without procfs.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kb: u64 = value.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_rss() {
+        let rss = proc_status_bytes(std::process::id(), "VmRSS").unwrap_or_default();
+        assert!(rss > 1024 * 1024, "{rss}");
+        assert_eq!(proc_status_bytes(std::process::id(), "NoSuchField"), None);
+    }
+}

@@ -64,8 +64,13 @@ pub fn read_committed_consumer_config(kafka: &KafkaSettings, group_id: &str) -> 
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky");
+    // A new group reads from the beginning (nothing published before it is lost) unless the
+    // settings say otherwise: a demo on a broker full of test data starts at the end with
+    // `MI_KAFKA__PROPERTIES__auto.offset.reset=latest`.
+    if !kafka.properties.contains_key("auto.offset.reset") {
+        config.set("auto.offset.reset", "earliest");
+    }
     config
 }
 

@@ -7,13 +7,15 @@ pub mod load;
 pub mod migrate;
 pub mod provision;
 pub mod rows;
+pub mod settings;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mi_common::Settings;
 use mi_common::cli::{self, GlobalArgs};
 use mi_common::clients;
+
+pub use settings::SinkSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +50,8 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings: Settings = cli.global.load(|s: &Settings| &s.log)?;
+    let sink: SinkSettings = cli.global.load(|s: &SinkSettings| &s.infra.log)?;
+    let settings = &sink.infra;
     match cli.command {
         Command::Migrate => {
             let client = clients::clickhouse(&settings.clickhouse);
@@ -94,14 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
-            let mut config = load::LoadConfig {
-                database: settings.clickhouse.database.clone(),
-                ..Default::default()
-            };
-            if let Ok(group) = std::env::var("MI_SINK_GROUP") {
-                config.group = group;
-            }
-            let stats = load::run(&settings, &config, mi_common::shutdown::on_signal()).await?;
+            let config = sink.load_config();
+            let stats = load::run(settings, &config, mi_common::shutdown::on_signal()).await?;
             tracing::info!(?stats, "sink stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -7,8 +7,9 @@
 //! (`IDENTIFIED WITH sha256_hash`). The tenant id is a [`TenantId`], whose narrow alphabet makes
 //! it safe inside the quoted literal and the back-quoted identifiers below.
 
-use hmac::{Hmac, Mac};
 use mi_common::TenantId;
+use mi_common::warehouse::hex;
+pub use mi_common::warehouse::{password, user_name};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -23,24 +24,6 @@ pub const TENANT_TABLES: [&str; 8] = [
     "load_batches",
     "extraction_runs",
 ];
-
-/// The ClickHouse user of a tenant.
-pub fn user_name(tenant: &TenantId) -> String {
-    format!("mi_tenant_{tenant}")
-}
-
-/// The tenant's password, derived from the master secret (never stored).
-pub fn password(master: &SecretString, tenant: &TenantId) -> SecretString {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master.expose_secret().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(b"mi.clickhouse.tenant.v1:");
-    mac.update(tenant.as_str().as_bytes());
-    SecretString::from(hex(&mac.finalize().into_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The row-policy predicate of a tenant.
 pub fn predicate(tenant: &TenantId) -> String {
@@ -125,22 +108,6 @@ pub async fn provision(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_derived_deterministically_and_differ_per_tenant() {
-        let master = SecretString::from("master-secret".to_owned());
-        let a = TenantId::new("acme").expect("tenant");
-        let b = TenantId::new("beta").expect("tenant");
-        assert_eq!(
-            password(&master, &a).expose_secret(),
-            password(&master, &a).expose_secret()
-        );
-        assert_ne!(
-            password(&master, &a).expose_secret(),
-            password(&master, &b).expose_secret()
-        );
-        assert_eq!(password(&master, &a).expose_secret().len(), 64);
-    }
 
     #[test]
     fn statements_fence_every_table_and_never_carry_the_password() {

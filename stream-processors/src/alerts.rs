@@ -28,7 +28,9 @@ const TABLE: &str = "fact_ad_performance";
 
 /// The metrics watched, with how each is computed from a campaign's day totals (the catalog's
 /// `spend`, `ctr` and `cpa`: ratios of sums, `None` on a zero denominator).
-const METRICS: [(&str, fn(&DayTotals) -> Option<f64>); 3] = [
+type Measure = fn(&DayTotals) -> Option<f64>;
+
+const METRICS: [(&str, Measure); 3] = [
     ("spend", |d| Some(d.spend)),
     ("ctr", |d| ratio(d.clicks, d.impressions)),
     ("cpa", |d| ratio(d.spend, d.conversions)),

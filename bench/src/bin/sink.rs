@@ -1,20 +1,27 @@
-//! Sink throughput: rows/s from the fact topic into ClickHouse through the sink (decode, batch,
-//! deduplicated insert, offset commit, load events), side by side in the same run with the
-//! ceiling — the same rows inserted straight into the same table of the same engine through the
-//! `clickhouse` crate's RowBinary insert, with no Kafka and no decoding.
+//! Sink throughput and memory: rows/s from the fact topic into ClickHouse through the real
+//! `sink run` binary, started as a child process (decode, batch, deduplicated insert, offset
+//! commit, load events), side by side in the same run with the ceiling — the same rows inserted
+//! straight into the same table of the same engine through the `clickhouse` crate's RowBinary
+//! insert, with no Kafka and no decoding. While the sink loads, its resident memory is sampled
+//! from `/proc/<pid>/status` every 100 ms (VmRSS; VmHWM is the kernel's own peak).
 //!
-//! Needs the local stack (`dev/stack up`).
+//! The time runs from the child's start (process start and group join included) until every row
+//! is in ClickHouse. Needs the local stack (`dev/stack up`) and a release build of the sink next
+//! to this program (or `--sink-bin`):
 //!
+//!     cargo build --release -p mi-sink
 //!     cargo run --release -p mi-bench --bin sink-bench -- --records 200000 --repeat 3
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use clap::Parser;
-use mi_bench::{Spread, per_second};
+use mi_bench::{Spread, per_second, proc_status_bytes};
 use mi_common::{Platform, Settings, clients};
 use mi_schemas::{Codec, FactAdPerformance, Record};
-use mi_sink::load::{self, LoadConfig, TOPICS};
+use mi_sink::load::TOPICS;
 use mi_sink::rows::Loadable;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -24,7 +31,22 @@ struct Args {
     records: usize,
     #[arg(long, default_value_t = 3)]
     repeat: u32,
+    /// The sink binary to run; by default `sink` beside this program (`cargo build --release -p
+    /// mi-sink` puts it there).
+    #[arg(long)]
+    sink_bin: Option<PathBuf>,
 }
+
+/// One run's figures.
+struct Run {
+    sink: f64,
+    ceiling: f64,
+    rss_median: f64,
+    rss_max: f64,
+    hwm: f64,
+}
+
+const MB: f64 = 1024.0 * 1024.0;
 
 fn fact(tenant: &str, i: usize) -> FactAdPerformance {
     FactAdPerformance {
@@ -63,7 +85,12 @@ fn fact(tenant: &str, i: usize) -> FactAdPerformance {
     }
 }
 
-async fn once(infra: &Settings, codec: &Codec, records: usize) -> anyhow::Result<(f64, f64)> {
+async fn once(
+    infra: &Settings,
+    codec: &Codec,
+    records: usize,
+    sink_bin: &std::path::Path,
+) -> anyhow::Result<Run> {
     let database = format!("mi_bench_{}", uuid::Uuid::new_v4().simple());
     let ch = clients::clickhouse(&infra.clickhouse);
     mi_sink::migrate::migrate(&ch, &database).await?;
@@ -89,14 +116,10 @@ async fn once(infra: &Settings, codec: &Codec, records: usize) -> anyhow::Result
         .execute()
         .await?;
 
-    // The sink, from Kafka.
-    let config = LoadConfig {
-        group: format!("bench-sink-{}", uuid::Uuid::new_v4().simple()),
-        database: database.clone(),
-        ..Default::default()
-    };
+    // The sink, from Kafka, in a group of its own that starts at the topics' current end.
+    let group = format!("bench-sink-{}", uuid::Uuid::new_v4().simple());
     for topic in TOPICS {
-        clients::start_group_at_end(&infra.kafka, &config.group, topic).await?;
+        clients::start_group_at_end(&infra.kafka, &group, topic).await?;
     }
     let producer: ThreadedProducer<DefaultProducerContext> =
         clients::idempotent_producer_config(&infra.kafka)
@@ -113,61 +136,119 @@ async fn once(infra: &Settings, codec: &Codec, records: usize) -> anyhow::Result
         }
     }
     producer.flush(Duration::from_secs(60))?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
+
     let start = Instant::now();
-    let watch = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut child = Command::new(sink_bin)
+        .arg("run")
+        .env("MI_SINK__GROUP", &group)
+        .env("MI_CLICKHOUSE__URL", &infra.clickhouse.url)
+        .env("MI_CLICKHOUSE__DATABASE", &database)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let mut rss = Vec::new();
+    let mut next_count = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let measured = loop {
+        if let Some(bytes) = proc_status_bytes(pid, "VmRSS") {
+            rss.push(bytes as f64);
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the sink exited ({status}) before loading every row");
+        }
+        if Instant::now() >= next_count {
+            // Counting is a query of its own: every 500 ms, not to load the engine being measured.
+            next_count = Instant::now() + Duration::from_millis(500);
             let n: u64 = db
                 .query("SELECT count() FROM fact_ad_performance")
                 .fetch_one()
                 .await?;
             if n >= records as u64 {
-                let elapsed = start.elapsed();
-                shutdown.cancel();
-                return anyhow::Ok(elapsed);
+                break Ok(start.elapsed());
             }
         }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!(
+                "the sink did not load {records} rows in 600 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (stats, elapsed) = tokio::join!(load::run(infra, &config, shutdown.clone()), watch);
-    let stats = stats?;
-    let elapsed = elapsed?;
+    let hwm = proc_status_bytes(pid, "VmHWM").unwrap_or_default() as f64;
+    child.kill()?;
+    child.wait()?;
+    let elapsed = measured?;
     ch.clone()
         .with_database("default")
         .query(&format!("DROP DATABASE {database}"))
         .execute()
         .await?;
+    let samples = Spread::of(&rss).ok_or_else(|| anyhow::anyhow!("no RSS sample of the sink"))?;
+    let run = Run {
+        sink: per_second(records as u64, elapsed),
+        ceiling,
+        rss_median: samples.median,
+        rss_max: samples.max,
+        hwm,
+    };
     println!(
-        "  sink {:.0} rows/s ({} batches, {:.0} ms per batch); direct insert ceiling {ceiling:.0} rows/s",
-        per_second(records as u64, elapsed),
-        stats.batches,
-        elapsed.as_secs_f64() * 1000.0 / stats.batches.max(1) as f64
+        "  sink {:.0} rows/s ({:.1} s); direct insert ceiling {:.0} rows/s; sink RSS median {:.0} MB, max {:.0} MB over {} samples, VmHWM {:.0} MB",
+        run.sink,
+        elapsed.as_secs_f64(),
+        run.ceiling,
+        run.rss_median / MB,
+        run.rss_max / MB,
+        rss.len(),
+        run.hwm / MB
     );
-    Ok((per_second(records as u64, elapsed), ceiling))
+    Ok(run)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let sink_bin = match args.sink_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("sink"),
+    };
+    anyhow::ensure!(
+        sink_bin.is_file(),
+        "no sink binary at {}: build it first (cargo build --release -p mi-sink) or pass --sink-bin",
+        sink_bin.display()
+    );
     let infra: Settings = mi_common::settings::load(None)?;
     let codec = Codec::new(clients::schema_registry(&infra.schema_registry));
     println!(
-        "sink-bench: {} fact rows per run, {} repetitions",
-        args.records, args.repeat
+        "sink-bench: {} fact rows per run, {} repetitions, sink binary {} (a child process)",
+        args.records,
+        args.repeat,
+        sink_bin.display()
     );
-    let (mut sink, mut ceiling) = (Vec::new(), Vec::new());
+    let mut runs = Vec::new();
     for _ in 0..args.repeat {
-        let (s, c) = once(&infra, &codec, args.records).await?;
-        sink.push(s);
-        ceiling.push(c);
+        runs.push(once(&infra, &codec, args.records, &sink_bin).await?);
     }
-    if let (Some(s), Some(c)) = (Spread::of(&sink), Spread::of(&ceiling)) {
+    let spread = |f: fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+    if let (Some(s), Some(c)) = (spread(|r| r.sink), spread(|r| r.ceiling)) {
         println!("sink rows/s {s}");
         println!("direct insert (ceiling) rows/s {c}");
         println!(
             "sink / ceiling (medians) {:.0} %",
             100.0 * s.median / c.median.max(1.0)
         );
+    }
+    for (what, f) in [
+        (
+            "median of samples",
+            (|r: &Run| r.rss_median / MB) as fn(&Run) -> f64,
+        ),
+        ("max of samples", |r: &Run| r.rss_max / MB),
+        ("VmHWM", |r: &Run| r.hwm / MB),
+    ] {
+        if let Some(x) = spread(f) {
+            println!("sink RSS, {what}, MB: {x}");
+        }
     }
     Ok(())
 }
