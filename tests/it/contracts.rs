@@ -41,6 +41,25 @@ async fn every_schema_registers_and_registration_is_idempotent() -> anyhow::Resu
         .map(|(_, id)| *id);
     assert_eq!(Some(id), expected);
     assert_eq!(codec.decode::<LoadEvent>(&bytes).await?, event);
+
+    // The fast path (serde straight to Avro with the cached schema, after the first encode)
+    // writes exactly the bytes of the general path, and a fresh codec — which must first ask
+    // the registry whether the id is the type's own schema — reads them back.
+    let again = codec.encode(&event).await?;
+    assert_eq!(again, bytes, "fast-path encoding differs from the registry client's");
+    let fresh = Codec::new(mi_common::clients::schema_registry(
+        &settings.schema_registry,
+    ));
+    assert_eq!(fresh.decode::<LoadEvent>(&again).await?, event);
+    let mut corrupt = again.clone();
+    corrupt.truncate(8);
+    assert!(
+        matches!(
+            fresh.decode::<LoadEvent>(&corrupt).await,
+            Err(mi_schemas::CodecError::BadAvro { .. })
+        ),
+        "a truncated body is bad Avro, not a panic"
+    );
     Ok(())
 }
 
