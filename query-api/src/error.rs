@@ -28,6 +28,12 @@ pub enum ApiError {
     Internal { context: String },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
 }
 
 impl ApiError {
@@ -53,6 +59,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -65,6 +74,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal { .. } => "internal",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
         }
     }
 }
@@ -100,16 +112,44 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Axum's own extractor rejections (bad JSON, bad query string) in our error shape.
+/// Client text echoed in an error is cut short: it may be huge, and is never trusted.
+fn cut(text: &str) -> String {
+    const MAX: usize = 300;
+    if text.chars().count() > MAX {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Axum's own extractor rejections (bad JSON, bad query string, bad path) in our error shape.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::bad_request("invalid_body", e.body_text())
+        use axum::extract::rejection::JsonRejection;
+        match &e {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "send the body as JSON with content-type: application/json".into(),
+            ),
+            JsonRejection::BytesRejection(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge(format!(
+                    "the body is larger than {} KiB",
+                    crate::MAX_BODY_BYTES / 1024
+                ))
+            }
+            _ => ApiError::bad_request("invalid_body", cut(&e.body_text())),
+        }
     }
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError::bad_request("invalid_query_string", e.body_text())
+        ApiError::bad_request("invalid_query_string", cut(&e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", cut(&e.body_text()))
     }
 }
 

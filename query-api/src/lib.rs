@@ -60,6 +60,9 @@ pub enum Command {
     },
 }
 
+/// The largest request body accepted (queries are small; anything bigger is a mistake or abuse).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -143,9 +146,12 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(auth::routes())
         .merge(api::routes(&state))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::MethodNotAllowed("this route does not take that method".into())
+        })
         .layer(axum::middleware::from_fn(observe::record))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(60),

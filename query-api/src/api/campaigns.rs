@@ -1,5 +1,6 @@
 //! Campaigns and platforms: what the tenant has, read as the tenant.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -229,9 +230,10 @@ struct Version {
 async fn performance(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
     let (mut start, mut end, mut grain) = (None, None, Grain::Day);
     for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         match key.as_ref() {
@@ -346,7 +348,12 @@ struct Connection {
 
 /// `GET /api/v1/platforms`: the platforms and accounts with data for the tenant, with the dates
 /// they cover.
-async fn platforms(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Value>> {
+async fn platforms(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    super::no_parameters(raw.as_deref())?;
     let body = respond(&state, &principal, "platforms", &(), || async {
         let client = state.warehouse.for_tenant(&principal.tenant);
         let db = &state.warehouse.database;

@@ -1,5 +1,6 @@
 //! Dashboards and segments.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,16 +34,28 @@ fn summary(d: &Dashboard) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+async fn list(
+    State(state): State<AppState>,
+    _principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    super::no_parameters(raw.as_deref())?;
     let dashboards: Vec<Value> = SEGMENTS
         .iter()
         .flat_map(|(s, _)| state.dashboards.in_segment(s))
         .map(summary)
         .collect();
-    Json(json!({ "dashboards": dashboards, "total": dashboards.len() }))
+    Ok(Json(
+        json!({ "dashboards": dashboards, "total": dashboards.len() }),
+    ))
 }
 
-async fn segments(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+async fn segments(
+    State(state): State<AppState>,
+    _principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    super::no_parameters(raw.as_deref())?;
     let segments: Vec<Value> = SEGMENTS
         .iter()
         .map(|(id, name)| {
@@ -53,14 +66,17 @@ async fn segments(State(state): State<AppState>, _principal: Principal) -> Json<
             })
         })
         .collect();
-    Json(json!({ "segments": segments }))
+    Ok(Json(json!({ "segments": segments })))
 }
 
 async fn segment(
     State(state): State<AppState>,
     _principal: Principal,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
+    let Path(id) = path?;
+    super::no_parameters(raw.as_deref())?;
     let Some((id, name)) = SEGMENTS.iter().find(|(s, _)| *s == id) else {
         return Err(ApiError::NotFound(format!(
             "no segment {:?}",
@@ -76,9 +92,10 @@ async fn segment(
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    let Path(id) = path?;
     let Some(dashboard) = state.dashboards.dashboards.get(&id) else {
         return Err(ApiError::NotFound(format!(
             "no dashboard {:?}",

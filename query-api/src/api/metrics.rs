@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FormatParam {
     #[serde(default)]
     format: Format,
@@ -263,7 +264,12 @@ fn parse_filters(text: &str) -> ApiResult<Vec<Filter>> {
     }
 }
 
-async fn meta(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+async fn meta(
+    State(state): State<AppState>,
+    _principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    super::no_parameters(raw.as_deref())?;
     let catalog = &state.catalog;
     let metrics: Vec<Value> = catalog
         .metrics
@@ -317,7 +323,7 @@ async fn meta(State(state): State<AppState>, _principal: Principal) -> Json<Valu
             )
         })
         .collect();
-    Json(json!({
+    Ok(Json(json!({
         "metrics": metrics,
         "dimensions": dimensions,
         "sources": sources,
@@ -335,7 +341,7 @@ async fn meta(State(state): State<AppState>, _principal: Principal) -> Json<Valu
             "Ratios are computed from sums over the whole group (ratios of sums); a zero denominator gives null.",
             "Money is in each account's currency and never converted; see metadata.currencies.",
         ],
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -129,6 +129,21 @@ fn set_metadata(
     }
 }
 
+/// Refuses any query parameter on routes that take none: a `tid` (or anything else) a client
+/// adds is a mistake to report, never silently ignored.
+pub fn no_parameters(raw: Option<&str>) -> ApiResult<()> {
+    match raw.and_then(|r| form_urlencoded::parse(r.as_bytes()).next()) {
+        Some((key, _)) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "unknown parameter {:?}: this route takes none",
+                crate::query::truncate(&key)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `?format=json` (default) or `?format=csv`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
