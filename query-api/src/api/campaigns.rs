@@ -8,6 +8,7 @@ use chrono::{Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::params::{self, bad, date};
 use super::respond;
 use crate::AppState;
 use crate::auth::Principal;
@@ -36,10 +37,6 @@ const PERFORMANCE_METRICS: [&str; 10] = [
     "roas",
 ];
 
-fn bad(message: String) -> ApiError {
-    ApiError::bad_request("invalid_parameter", message)
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 struct ListParams {
     time: TimeRange,
@@ -61,15 +58,6 @@ fn range(start: Option<NaiveDate>, end: Option<NaiveDate>, grain: Grain) -> Time
     }
 }
 
-fn date(key: &str, v: &str) -> ApiResult<NaiveDate> {
-    NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-        bad(format!(
-            "{key}: {:?} is not a date (YYYY-MM-DD)",
-            truncate(v)
-        ))
-    })
-}
-
 /// `GET /api/v1/campaigns?start_date&end_date&platforms[]&status[]&search&order=spend:desc&limit&offset`:
 /// the tenant's campaigns (current attributes) with their performance over the range.
 async fn list(
@@ -88,14 +76,14 @@ async fn list(
         limit: 100,
         offset: 0,
     };
-    for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        let key = key.trim_end_matches("[]");
+    for (key, value) in params::pairs(raw.as_deref().unwrap_or("")) {
+        let key = key.as_str();
         match key {
             "start_date" => start = Some(date(key, &value)?),
             "end_date" => end = Some(date(key, &value)?),
-            "platforms" | "platform" => p.platforms.push(value.into_owned()),
-            "status" | "statuses" => p.statuses.push(value.into_owned()),
-            "search" => p.search = Some(value.into_owned()),
+            "platforms" | "platform" => p.platforms.push(value.clone()),
+            "status" | "statuses" => p.statuses.push(value.clone()),
+            "search" => p.search = Some(value.clone()),
             "order" => {
                 let (field, dir) = value.split_once(':').unwrap_or((&value, "desc"));
                 p.order = field.to_owned();
@@ -235,8 +223,8 @@ async fn performance(
 ) -> ApiResult<Json<Value>> {
     let Path(id) = path?;
     let (mut start, mut end, mut grain) = (None, None, Grain::Day);
-    for (key, value) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        match key.as_ref() {
+    for (key, value) in params::pairs(raw.as_deref().unwrap_or("")) {
+        match key.as_str() {
             "start_date" => start = Some(date(&key, &value)?),
             "end_date" => end = Some(date(&key, &value)?),
             "grain" => {

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use chrono::{Days, NaiveDate, Utc};
 use serde_json::{Value, json};
 
+use super::params::{self, bad, date};
 use super::{Format, csv_response, respond};
 use crate::AppState;
 use crate::auth::Principal;
@@ -172,10 +173,6 @@ async fn show(
     }
 }
 
-fn bad(message: String) -> ApiError {
-    ApiError::bad_request("invalid_parameter", message)
-}
-
 /// `start_date`, `end_date` (default: the dashboard's default days ending yesterday),
 /// `platforms[]`, `campaigns[]`, `target_cpa`, `target_roas`, `format`, `widget` (for CSV).
 fn parse(raw: &str, dashboard: &Dashboard) -> ApiResult<(Params, Format, Option<String>)> {
@@ -193,29 +190,15 @@ fn parse(raw: &str, dashboard: &Dashboard) -> ApiResult<(Params, Format, Option<
     };
     let mut format = Format::Json;
     let mut widget = None;
-    let date = |key: &str, v: &str| {
-        NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-            bad(format!(
-                "{key}: {:?} is not a date (YYYY-MM-DD)",
-                truncate(v)
-            ))
-        })
-    };
     let number = |key: &str, v: &str| {
         v.parse::<f64>()
             .ok()
             .filter(|x| x.is_finite() && *x > 0.0)
             .ok_or_else(|| bad(format!("{key}: {:?} is not a positive number", truncate(v))))
     };
-    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        let key = key.trim_end_matches("[]");
-        let list = || {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
+    for (key, value) in params::pairs(raw) {
+        let key = key.as_str();
+        let list = || params::list(&value);
         match key {
             "start_date" => start = Some(date(key, &value)?),
             "end_date" => end = Some(date(key, &value)?),
@@ -223,7 +206,7 @@ fn parse(raw: &str, dashboard: &Dashboard) -> ApiResult<(Params, Format, Option<
             "campaigns" | "campaign" => params.campaigns.extend(list()),
             "target_cpa" => params.target_cpa = Some(number(key, &value)?),
             "target_roas" => params.target_roas = Some(number(key, &value)?),
-            "widget" => widget = Some(value.into_owned()),
+            "widget" => widget = Some(value.clone()),
             "format" => {
                 format = match value.as_ref() {
                     "json" => Format::Json,

@@ -7,10 +7,10 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::params::{self, bad, date};
 use super::{Format, csv_response, respond};
 use crate::AppState;
 use crate::auth::Principal;
@@ -102,10 +102,6 @@ async fn metrics(
     run(&state, &principal, query, format, "metrics").await
 }
 
-fn bad(message: String) -> ApiError {
-    ApiError::bad_request("invalid_parameter", message)
-}
-
 /// `metrics[]=a&metrics[]=b&dimensions[]=date&start_date=…&end_date=…&grain=week&filters={…}
 /// &order=spend:desc&limit=…&offset=…&compare=previous_period&attributes=current&format=csv`.
 /// Lists may also be repeated plain keys or comma-separated.
@@ -124,27 +120,13 @@ pub fn parse_metrics_params(raw: &str) -> ApiResult<(Query, Format)> {
     };
     let mut format = Format::Json;
     let (mut start, mut end, mut grain) = (None, None, Grain::Day);
-    let date = |key: &str, v: &str| {
-        NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-            bad(format!(
-                "{key}: {:?} is not a date (YYYY-MM-DD)",
-                truncate(v)
-            ))
-        })
-    };
     let enumerated = |key: &str, v: &str| {
         serde_json::from_value::<Value>(Value::String(v.to_owned()))
             .map_err(|e| bad(format!("{key}: {e}")))
     };
-    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        let key = key.trim_end_matches("[]");
-        let list = || {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
+    for (key, value) in params::pairs(raw) {
+        let key = key.as_str();
+        let list = || params::list(&value);
         match key {
             "metrics" => query.metrics.extend(list()),
             "dimensions" => query.dimensions.extend(list()),

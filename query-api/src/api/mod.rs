@@ -6,6 +6,7 @@
 pub mod campaigns;
 pub mod dashboards;
 pub mod metrics;
+pub mod params;
 
 use std::future::Future;
 use std::time::Instant;
