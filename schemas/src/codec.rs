@@ -88,8 +88,9 @@ fn compiled<R: Record>() -> Result<&'static Compiled, String> {
     if let Some(c) = cache.get(R::NAME) {
         return Ok(c);
     }
-    let schema: &'static Schema =
-        Box::leak(Box::new(Schema::parse_str(R::SCHEMA).map_err(|e| e.to_string())?));
+    let schema: &'static Schema = Box::leak(Box::new(
+        Schema::parse_str(R::SCHEMA).map_err(|e| e.to_string())?,
+    ));
     let compiled: &'static Compiled = Box::leak(Box::new(Compiled {
         writer: GenericDatumWriter::builder(schema)
             .validate(false)
@@ -137,7 +138,12 @@ impl Codec {
     /// Whether values written with schema `id` can be read with `R`'s own schema directly.
     async fn is_own_schema<R: Record>(&self, id: u32) -> Result<bool, CodecError> {
         let key = (id, R::NAME);
-        if let Some(known) = self.own_schema.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(known) = self
+            .own_schema
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(*known);
         }
         let own = match get_schema_by_id(id, &self.registry).await {

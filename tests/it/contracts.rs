@@ -46,7 +46,10 @@ async fn every_schema_registers_and_registration_is_idempotent() -> anyhow::Resu
     // writes exactly the bytes of the general path, and a fresh codec — which must first ask
     // the registry whether the id is the type's own schema — reads them back.
     let again = codec.encode(&event).await?;
-    assert_eq!(again, bytes, "fast-path encoding differs from the registry client's");
+    assert_eq!(
+        again, bytes,
+        "fast-path encoding differs from the registry client's"
+    );
     let fresh = Codec::new(mi_common::clients::schema_registry(
         &settings.schema_registry,
     ));
