@@ -241,6 +241,9 @@ class Engine:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK: ~40 ms on every kept-alive request.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "chdb-http-dev"
     engine: Engine = None

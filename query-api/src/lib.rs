@@ -150,7 +150,12 @@ pub fn router(state: AppState) -> axum::Router {
             error::ApiError::MethodNotAllowed("this route does not take that method".into())
         })
         .layer(axum::middleware::from_fn(observe::record))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+        // Fastest: the cached path is CPU-bound and JSON compresses well even at level 1.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .quality(tower_http::CompressionLevel::Fastest),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,

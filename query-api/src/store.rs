@@ -82,6 +82,15 @@ impl Redis {
         state.failed_at = Some(Instant::now());
     }
 
+    /// A slow answer under load is not Redis being down: only a broken connection is dropped.
+    /// (Treating timeouts as outages turned the cache off for everyone for a second at a time
+    /// under 100 concurrent clients, and the misses stampeded ClickHouse.)
+    async fn forget_unless_slow(&self, e: &redis::RedisError) {
+        if !e.is_timeout() {
+            self.reset().await;
+        }
+    }
+
     /// Runs `cmd`; any failure (Redis down, timeout) resets the connection and yields `None`.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
         let mut conn = self.conn().await?;
@@ -89,7 +98,7 @@ impl Redis {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(error = %e, "Redis command failed");
-                self.reset().await;
+                self.forget_unless_slow(&e).await;
                 None
             }
         }
@@ -105,7 +114,7 @@ impl Redis {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(error = %e, "Redis script failed");
-                self.reset().await;
+                self.forget_unless_slow(&e).await;
                 None
             }
         }
