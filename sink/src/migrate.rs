@@ -3,8 +3,8 @@
 //!
 //! Files use `{db}` for the database name (the settings' `clickhouse.database`, `mi` by default),
 //! which must be a plain identifier: it is validated, never quoted into SQL from free text.
-//! Statements are idempotent (`IF NOT EXISTS`), so a migration interrupted half way can simply run
-//! again.
+//! Statements are idempotent (`IF NOT EXISTS`, `MODIFY SETTING`), so a migration interrupted half
+//! way can simply run again. Applied files are never edited: a change is a new file.
 
 use clickhouse::Client;
 
@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_dimensions"),
     migration!(3, "0003_facts"),
     migration!(4, "0004_audit"),
+    migration!(5, "0005_audit_dedup"),
 ];
 
 #[derive(Debug, thiserror::Error)]

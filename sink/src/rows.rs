@@ -1,11 +1,15 @@
-//! Curated records as warehouse rows: one `clickhouse::Row` per table, field for field the
-//! columns of `sink/migrations/`, converted from the topic's Rust type.
+//! Loaded records as warehouse rows: one `clickhouse::Row` per table, field for field the
+//! columns of `sink/migrations/`, converted from the topic's Rust type; plus the audit row the
+//! loader writes per batch, tenant and table ([`LoadBatchRow`]).
 //!
 //! Dates travel as ClickHouse `Date` (days since 1970 as UInt16), instants as `DateTime64(3)`
 //! (milliseconds as Int64); absent breakdowns become '' because sort keys cannot be Nullable.
 
+use std::collections::BTreeMap;
+
 use mi_schemas::{
-    DimAd, DimAdGroup, DimCampaign, FactAdPerformance, FactConversion, FactGaSessions, Record,
+    DimAd, DimAdGroup, DimCampaign, ExtractionRun, FactAdPerformance, FactConversion,
+    FactGaSessions, Record, RunStatus,
 };
 use serde::Serialize;
 
@@ -13,14 +17,17 @@ fn day(date: chrono::NaiveDate) -> u16 {
     u16::try_from(mi_schemas::date::to_days(date)).unwrap_or(0)
 }
 
-fn opt_day(date: Option<chrono::NaiveDate>) -> Option<u16> {
+pub(crate) fn opt_day(date: Option<chrono::NaiveDate>) -> Option<u16> {
     date.map(day)
 }
 
-/// A curated topic and the table it loads into.
+/// A topic the sink loads and the table it loads into.
 pub trait Loadable: Record {
     type Row: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync;
     const TABLE: &'static str;
+    /// Whether loads of this table are announced on `mi.events.loads.v1`: the event tells the
+    /// API and the alerts that a tenant's queryable data changed.
+    const LOAD_EVENTS: bool = true;
     fn row(&self) -> Self::Row;
     /// The fact date, for the load event's date range (dimensions have none).
     fn date(&self) -> Option<chrono::NaiveDate> {
@@ -343,4 +350,67 @@ impl Loadable for DimAd {
             is_deleted: u8::from(self.is_deleted),
         }
     }
+}
+
+#[derive(Debug, Serialize, clickhouse::Row)]
+pub struct ExtractionRunRow {
+    run_id: String,
+    tenant_id: String,
+    platform: String,
+    command_id: String,
+    from_date: u16,
+    to_date: u16,
+    status: String,
+    records: BTreeMap<String, i64>,
+    error: String,
+    started_at: i64,
+    finished_at: i64,
+}
+
+/// The run's status as the table stores it: the Avro enum symbol.
+fn status(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+    }
+}
+
+impl Loadable for ExtractionRun {
+    type Row = ExtractionRunRow;
+    const TABLE: &'static str = "extraction_runs";
+    /// Runs are audit data no tenant query reads: announcing them would only flush the API
+    /// cache of a tenant whose facts did not change (the run's facts have their own events).
+    const LOAD_EVENTS: bool = false;
+    fn row(&self) -> ExtractionRunRow {
+        ExtractionRunRow {
+            run_id: self.run_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            platform: self.platform.as_str().to_owned(),
+            command_id: self.command_id.clone().unwrap_or_default(),
+            from_date: day(self.from_date),
+            to_date: day(self.to_date),
+            status: status(self.status).to_owned(),
+            records: self.records.clone(),
+            error: self.error.clone().unwrap_or_default(),
+            started_at: self.started_at.timestamp_millis(),
+            finished_at: self.finished_at.timestamp_millis(),
+        }
+    }
+}
+
+/// One row of `load_batches`: what one batch loaded for one tenant into one table. The same
+/// content as the batch's load event, plus where in Kafka the rows came from.
+#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
+pub struct LoadBatchRow {
+    pub batch_id: String,
+    pub tenant_id: String,
+    pub table: String,
+    pub rows: u64,
+    pub min_date: Option<u16>,
+    pub max_date: Option<u16>,
+    pub source_topic: String,
+    /// The offsets counted, `partition:first-last[,partition:first-last…]`.
+    pub source_ranges: String,
+    /// Milliseconds since 1970 (`DateTime64(3)`); the Replacing version.
+    pub loaded_at: i64,
 }

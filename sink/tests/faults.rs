@@ -4,8 +4,8 @@
 //! rebalance during the pause); both sinks must keep running and stay members of the group
 //! throughout. Then each sink is `kill -9`ed in turn while the backlog loads. Afterwards the
 //! warehouse, read with FINAL, must hold every record exactly once: rows, impressions, clicks,
-//! cost and conversions per tenant and day equal the source's. Needs the local stack
-//! (`dev/stack up`).
+//! cost and conversions per tenant and day equal the source's, and the audit (`load_batches`)
+//! counts every record once. Needs the local stack (`dev/stack up`).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -127,6 +127,19 @@ async fn loaded(db: &clickhouse::Client, prefix: &str) -> anyhow::Result<PerTena
             },
         )
         .collect())
+}
+
+/// Rows per tenant in `load_batches`, read with FINAL.
+async fn audited(db: &clickhouse::Client, prefix: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let rows: Vec<(String, u64)> = db
+        .query(
+            "SELECT tenant_id, sum(rows) FROM load_batches FINAL \
+             WHERE startsWith(tenant_id, ?) AND table = 'fact_ad_performance' GROUP BY tenant_id",
+        )
+        .bind(prefix)
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// How many members `group` has and its state, as the group coordinator sees them.
@@ -430,7 +443,9 @@ async fn kill_9_and_clickhouse_outage_lose_and_duplicate_nothing() -> anyhow::Re
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: u64 = db
-            .query("SELECT count() FROM fact_ad_performance FINAL")
+            // Ours only: the topics are shared with whatever else runs on the stack.
+            .query("SELECT count() FROM fact_ad_performance FINAL WHERE startsWith(tenant_id, ?)")
+            .bind(prefix.as_str())
             .fetch_one()
             .await
             .unwrap_or_default();
@@ -470,6 +485,18 @@ async fn kill_9_and_clickhouse_outage_lose_and_duplicate_nothing() -> anyhow::Re
         if got == expected || Instant::now() > deadline {
             break got;
         }
+    };
+    // A batch's audit follows its rows.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for ((tenant, _), t) in &expected {
+        *want.entry(tenant.clone()).or_default() += t.rows;
+    }
+    let audit = loop {
+        let audit = audited(&db, &prefix).await.unwrap_or_default();
+        if audit == want || Instant::now() > deadline {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     drop(a);
     drop(b);
@@ -516,6 +543,10 @@ async fn kill_9_and_clickhouse_outage_lose_and_duplicate_nothing() -> anyhow::Re
     assert!(
         got == expected,
         "rows, impressions, clicks, cost and conversions per tenant and day, read with FINAL, equal the source exactly; first differences (expected vs loaded): {mismatched:?}"
+    );
+    assert_eq!(
+        audit, want,
+        "load_batches, read with FINAL, counts every record once per tenant"
     );
     drop(front);
     let _ = std::fs::remove_dir_all(&scratch);
