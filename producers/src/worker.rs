@@ -32,16 +32,26 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
     .create()?;
     consumer.subscribe(&[ExtractCommand::TOPIC])?;
     let mut served = 0;
+    let mut errors = 0u64;
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
             m = consumer.recv() => m,
         };
         let message = match message {
-            Ok(m) => m,
+            Ok(m) => {
+                errors = 0;
+                m
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "consuming commands");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Errors queue up while a run holds the loop (a broker restart during a commit
+                // leaves dozens): drain them fast, or the rebalance queued behind them waits
+                // half a minute. Log the first of a streak and every hundredth.
+                if errors % 100 == 0 {
+                    tracing::warn!(error = %e, streak = errors + 1, "consuming commands");
+                }
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
