@@ -47,7 +47,7 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
                 // Errors queue up while a run holds the loop (a broker restart during a commit
                 // leaves dozens): drain them fast, or the rebalance queued behind them waits
                 // half a minute. Log the first of a streak and every hundredth.
-                if errors % 100 == 0 {
+                if errors.is_multiple_of(100) {
                     tracing::warn!(error = %e, streak = errors + 1, "consuming commands");
                 }
                 errors += 1;
