@@ -297,6 +297,37 @@ pub fn kafka_partition(key: &[u8], partitions: u32) -> u32 {
     (kafka_murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// The pid of the process listening on local TCP `port` (from `/proc/net/tcp{,6}` and the
+/// processes' socket descriptors), to watch a service we did not start — whichever checkout's
+/// `dev/stack` started it. `None` if not found or not visible to us.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+                (local_port == port && *f.get(3)? == "0A")
+                    .then(|| f.get(9).map(|i| (*i).to_owned()))?
+            })
+        })?;
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            std::fs::read_dir(entry.path().join("fd"))
+                .ok()?
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
+                })
+                .then_some(pid)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +379,12 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), Some(99.0));
         assert_eq!(quantile(&v, 1.0), Some(100.0));
         assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn finds_the_pid_of_a_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        assert_eq!(pid_listening_on(port), Some(std::process::id()));
     }
 }

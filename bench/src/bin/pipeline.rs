@@ -1,6 +1,6 @@
 //! The whole-pipeline benchmark (DESIGN §9): fact rows per second end to end with exactly-once
-//! on, freshness, memory and CPU of each service, and the two ceilings the pipeline is judged
-//! against — all in one run, repeated.
+//! on, freshness, memory and CPU of each service, each stage's own capacity, and the two
+//! ceilings the pipeline is judged against — all in one run, repeated (`--reps`).
 //!
 //! One repetition:
 //!
@@ -9,12 +9,13 @@
 //!    `stream-processors run facts` and `sink run` are started as child processes (settings in a
 //!    TOML file of their own) and given time to join their groups. Then this process produces
 //!    N synthetic raw ad-performance rows (tenants × days × rows per day) to
-//!    `mi.raw.ad_performance.v1` exactly as the producers do — `mi_producers::publish::TxProducer`,
-//!    one Kafka transaction per tenant and day, Avro through the schema registry, keyed by tenant
-//!    — and the clock runs until `SELECT count() FROM fact_ad_performance` (without FINAL: that is
-//!    answered from part metadata, cheap enough to ask every 100 ms) reaches N. That moment
-//!    counts only once a `FINAL` count of our tenants equals N and their sums of impressions,
-//!    clicks and cost equal the source's: exactly once, not "at least N rows".
+//!    `mi.raw.ad_performance.v1` as the extractors do — `mi_producers::publish::TxProducer`, one
+//!    Kafka transaction per tenant and day, Avro through the schema registry, keyed by tenant,
+//!    `--producers` workers at once — and the clock runs until `SELECT count() FROM
+//!    fact_ad_performance` (without FINAL: answered from part metadata, cheap enough to ask every
+//!    100 ms) reaches N. That moment counts only once a `FINAL` count of our tenants equals N and
+//!    their sums of impressions, clicks and cost equal the source's: exactly once, not "at least
+//!    N rows".
 //! 2. **Freshness.** One row in `--probe-every` is a probe (its own ad id, dated 2001-01-01, so
 //!    that the poll query reads one tiny partition); the poller looks for probes every
 //!    `--poll-ms` and records produce call → first seen in ClickHouse. Under the full load that is
@@ -22,10 +23,14 @@
 //!    `--trickle-seconds`, a transaction every 100 ms, one probe in `--trickle-probe-every`).
 //! 3. **Memory and CPU.** A sampler thread reads `/proc/<pid>/status` (VmRSS) and
 //!    `/proc/<pid>/stat` (utime + stime) of each service, of this process (the producer), of the
-//!    Kafka broker and of the chDB front (from `.stack/run/*.pid`), and the machine's `/proc/stat`,
-//!    every `--sample-ms`: peak and median RSS, CPU seconds and average cores per phase, and how
-//!    much of the machine everything else used (other people's tests on a shared machine).
-//! 4. **Ceilings**, after the services stopped: Kafka's own `ProducerPerformance` (via
+//!    Kafka broker and of the chDB front (found by the port they listen on), and the machine's
+//!    `/proc/stat`, every `--sample-ms`: peak and median RSS, CPU seconds, average cores and CPU
+//!    seconds per million rows, and how much of the machine everything else used.
+//! 4. **Drain** (`--drain-rows`, default N/2): the services stopped, more rows are produced
+//!    (the producers alone), then the processor is started alone over that backlog until its
+//!    committed offsets reach the end, then the sink alone until ClickHouse has every row. In
+//!    the pipelined run every stage runs at the slowest one's pace; here each shows its own.
+//! 5. **Ceilings**, with the services stopped: Kafka's own `ProducerPerformance` (via
 //!    `dev/stack kafka-class`) with N records of our average value size into a scratch topic
 //!    with the raw topic's partition count, and a direct RowBinary insert of the same N fact rows
 //!    into a scratch `fact_ad_performance` of the same engine, in the sink's batch size with a
@@ -33,17 +38,19 @@
 //!
 //! Where the time goes: producer, processor and sink finish times are separated (the processor
 //! is done when its committed input offsets reach the end of what was produced; the sink when
-//! ClickHouse has every row), each stage's steady rate is the slope between 10 % and 90 % of
-//! its progress, CPU seconds per million rows are given per process, the sink's batches are
-//! read back from its audit table, and `--perf` adds a `perf record` profile of each service.
+//! ClickHouse has every row); each stage's steady rate is the slope between 10 % and 90 % of its
+//! progress; the producers time their publishing and their commits; the sink's batches are read
+//! back from its audit table. `--perf` adds a `perf record` profile of each service and uprobes
+//! on librdkafka's transaction calls in the processor (per-phase time of its transactions);
+//! `--diagnose-transactions N` times N transactions of one producer phase by phase and exits.
 //!
 //! Needs the local stack (`dev/stack up`) and release builds of the services beside this program
 //! (or `--bin-dir`):
 //!
 //!     cargo build --release -p mi-stream-processors -p mi-sink -p mi-bench
 //!     target/release/pipeline-bench --help
-//!     target/release/pipeline-bench --rows 200000 --reps 1      # a quick look
-//!     target/release/pipeline-bench                             # 1.5M rows × 3 repetitions
+//!     target/release/pipeline-bench --rows 200000 --reps 1            # a quick look
+//!     target/release/pipeline-bench                                   # 1.5M rows × 3 repetitions
 //!
 //! On a shared broker other people's processors may read the rows produced here and other
 //! people's rows reach the services started here; the processor is therefore told which tenants
@@ -95,9 +102,9 @@ struct Args {
     /// over the raw topic's partitions).
     #[arg(long, default_value_t = 10)]
     tenants: usize,
-    /// Days of data per tenant.
-    #[arg(long, default_value_t = 30)]
-    days: usize,
+    /// Days of data per tenant [default: 30, or as many as --rows needs].
+    #[arg(long)]
+    days: Option<usize>,
     /// Rows per tenant and day; each tenant-day is one producer transaction (one extraction run).
     #[arg(long, default_value_t = 5_000)]
     rows_per_day: usize,
@@ -107,7 +114,9 @@ struct Args {
     /// out near rows-per-day / 0.1 s: several keep the source from being the bottleneck.
     #[arg(long, default_value_t = 4)]
     producers: usize,
-    /// Total rows instead of --rows-per-day (rounded up to whole tenant-days).
+    /// Total rows instead: sets the days at --rows-per-day rows per transaction (so that a small
+    /// run has the full run's transaction size), or the rows per day if --days is given too;
+    /// rounded up to whole tenant-days.
     #[arg(long)]
     rows: Option<usize>,
     /// Repetitions; every figure is reported as min / median / max over them.
@@ -233,17 +242,21 @@ impl Totals {
 impl Plan {
     fn new(args: &Args, partitions: u32) -> anyhow::Result<Self> {
         ensure!(
-            args.tenants > 0 && args.days > 0,
-            "--tenants and --days must be positive"
+            args.tenants > 0 && args.days != Some(0) && args.rows_per_day > 0,
+            "--tenants, --days and --rows-per-day must be positive"
         );
-        let per_day = match args.rows {
-            Some(rows) => rows.div_ceil(args.tenants * args.days).max(1),
-            None => args.rows_per_day.max(1),
+        let (n_days, per_day) = match (args.rows, args.days) {
+            (Some(rows), Some(days)) => (days, rows.div_ceil(args.tenants * days).max(1)),
+            (Some(rows), None) => (
+                rows.div_ceil(args.tenants * args.rows_per_day).max(1),
+                args.rows_per_day,
+            ),
+            (None, days) => (days.unwrap_or(30), args.rows_per_day),
         };
         let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let tenants = balanced_tenants(&tag, args.tenants, partitions)?;
         let today = Utc::now().date_naive();
-        let days = (1..=args.days as u64)
+        let days = (1..=n_days as u64)
             .rev()
             .map(|back| today - chrono::Days::new(back))
             .collect();
@@ -579,6 +592,10 @@ impl OffsetWatch {
         let consumer: BaseConsumer = clients::kafka_config(kafka)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
+            // With read_committed librdkafka asks for *stable* offsets, and the broker makes it
+            // retry while the group has a transaction's offsets pending — always, for a busy
+            // processor — so an answer can take seconds. Committed offsets are what we want.
+            .set("isolation.level", "read_uncommitted")
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
@@ -590,10 +607,13 @@ impl OffsetWatch {
         let out = seen.clone();
         let handle = std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
-                let at = Instant::now();
+                let asked = Instant::now();
                 if let Ok(committed) =
                     consumer.committed_offsets(tpl.clone(), Duration::from_secs(5))
                 {
+                    // Stamped on the answer: the offsets were committed by then (stamping the
+                    // question would date a slow answer's progress too early).
+                    let at = Instant::now();
                     let offsets = committed
                         .elements()
                         .iter()
@@ -606,7 +626,7 @@ impl OffsetWatch {
                         .unwrap_or_else(PoisonError::into_inner)
                         .push((at, offsets));
                 }
-                std::thread::sleep(every.saturating_sub(at.elapsed()));
+                std::thread::sleep(every.saturating_sub(asked.elapsed()));
             }
         });
         Ok(Self { stop, seen, handle })
@@ -1032,6 +1052,8 @@ struct Rep {
     pct_of_kafka_perf: Option<f64>,
     pct_of_insert_ceiling: Option<f64>,
     perf_profiles: BTreeMap<String, String>,
+    /// `--perf`: where the processor's transactions spent their time (uprobes on librdkafka).
+    processor_transactions: Option<TxnBreakdown>,
     poll_errors: u64,
     /// WARN and ERROR lines in each service's log (session restarts, retried batches…).
     service_log_problems: BTreeMap<String, usize>,
@@ -1108,15 +1130,27 @@ struct Bench {
 }
 
 impl Bench {
-    /// The Kafka broker and the chDB front, from `dev/stack`'s pid files (absent: not watched).
+    /// The Kafka broker and the ClickHouse server (the chDB front here), found by the local port
+    /// they listen on (whichever checkout's `dev/stack` started them); not watched if not local.
     fn infra_pids(&self) -> Vec<(String, u32)> {
-        [("kafka broker", "kafka"), ("chDB front", "clickhouse")]
-            .into_iter()
-            .filter_map(|(name, file)| {
-                let pid = read_pid(&self.repo.join(".stack/run").join(format!("{file}.pid")))?;
-                Some((format!("{name} (infra)"), pid))
-            })
-            .collect()
+        let port = |addr: &str| -> Option<u16> {
+            let host_port = addr.split(',').next()?.trim();
+            let host_port = host_port.split("://").last()?.split('/').next()?;
+            let (host, port) = host_port.rsplit_once(':')?;
+            matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+                .then(|| port.parse().ok())
+                .flatten()
+        };
+        [
+            ("kafka broker", port(&self.infra.kafka.brokers)),
+            ("chDB front", port(&self.infra.clickhouse.url)),
+        ]
+        .into_iter()
+        .filter_map(|(name, port)| {
+            let pid = mi_bench::pid_listening_on(port?)?;
+            Some((format!("{name} (infra)"), pid))
+        })
+        .collect()
     }
 
     /// The drain phase: `rows` more rows produced with no service running (the producers
@@ -1164,26 +1198,6 @@ impl Bench {
         let done = loop {
             processor.ensure_running()?;
             if let Some(at) = offsets.done(&raw_start, &raw_end) {
-                if std::env::var_os("PIPELINE_BENCH_DEBUG").is_some() {
-                    let last = offsets
-                        .seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .last()
-                        .cloned();
-                    eprintln!(
-                        "DEBUG drain spawned at {started:?}, done at {at:?} after {:?}: start {raw_start:?} end {raw_end:?} committed {last:?}",
-                        at - started
-                    );
-                    for (t, c) in offsets
-                        .seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .iter()
-                    {
-                        eprintln!("DEBUG   {t:?} {c:?}");
-                    }
-                }
                 break at;
             }
             ensure!(
@@ -1364,13 +1378,24 @@ impl Bench {
             Duration::from_millis(args.poll_ms),
             stop_poll.clone(),
         ));
-        let profiles = if args.perf {
+        let mut profiles = if args.perf {
             vec![
                 Profiler::start("stream-processors", processor.pid(), &logs)?,
                 Profiler::start("sink", sink.pid(), &logs)?,
             ]
         } else {
             Vec::new()
+        };
+        let mut txn_probes = if args.perf {
+            match TxnProbes::start(&self.processors_bin, processor.pid(), &logs) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("  no uprobes on the processor's transactions: {e:#}");
+                    None
+                }
+            }
+        } else {
+            None
         };
 
         // The measured part: produce, and wait until ClickHouse holds every row exactly once.
@@ -1420,10 +1445,28 @@ impl Bench {
             e2e.as_secs_f64(),
             per_second(n, e2e)
         );
+        // Stop every recording at once, then read them: the load is over.
+        let mut recorders: Vec<&mut Child> = profiles.iter_mut().map(|p| &mut p.child).collect();
+        recorders.extend(txn_probes.iter_mut().map(|p| &mut p.child));
+        for child in recorders {
+            signal(child.id(), "INT");
+            child.wait()?;
+        }
         let mut perf_profiles = BTreeMap::new();
         for p in profiles {
             let (name, report) = p.finish()?;
             perf_profiles.insert(name, report);
+        }
+        let processor_transactions = match txn_probes.map(TxnProbes::finish) {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                eprintln!("  reading the processor's transaction probes: {e:#}");
+                None
+            }
+            None => None,
+        };
+        if let Some(b) = &processor_transactions {
+            println!("  processor transactions (uprobes): {b}");
         }
         // Probes of the last rows may show on the poll after the count did.
         let wait_probes = Instant::now() + Duration::from_secs(5);
@@ -1596,6 +1639,7 @@ impl Bench {
             pct_of_kafka_perf: None,
             pct_of_insert_ceiling: None,
             perf_profiles,
+            processor_transactions,
             poll_errors,
             service_log_problems: [
                 ("stream-processors", logs.join("stream-processors.log")),
@@ -1993,10 +2037,6 @@ async fn raw_partitions(kafka: &KafkaSettings) -> anyhow::Result<u32> {
     }
 }
 
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 /// `perf record` of one process (sampled on-CPU profile, no call graphs: release builds have no
 /// frame pointers, so flat self-time per function is what is reliable).
 struct Profiler {
@@ -2018,10 +2058,8 @@ impl Profiler {
         Ok(Self { name, child, data })
     }
 
-    /// Stops recording and returns the top of the flat profile.
-    fn finish(mut self) -> anyhow::Result<(String, String)> {
-        signal(self.child.id(), "INT");
-        self.child.wait()?;
+    /// The top of the flat profile (the recording has been stopped with SIGINT).
+    fn finish(self) -> anyhow::Result<(String, String)> {
         let report = Command::new("perf")
             .args([
                 "report",
@@ -2043,6 +2081,221 @@ impl Profiler {
             .collect();
         Ok((self.name.to_owned(), text.join("\n")))
     }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), "INT");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Uprobes on librdkafka's transaction calls in the processor binary, recorded for one process:
+/// timing counters of each transaction's phases without touching the processor's code.
+struct TxnProbes {
+    child: Child,
+    data: PathBuf,
+}
+
+/// The uprobe group (`perf probe` events are machine-wide: added at start, deleted at finish).
+const PROBE_GROUP: &str = "mi_pipeline_bench";
+
+/// Per-phase time of the processor's transactions: medians in ms, shares of the span in %.
+#[derive(Debug, Clone, Serialize)]
+struct TxnBreakdown {
+    transactions: usize,
+    span_s: f64,
+    /// (phase, median ms, share of the span %).
+    phases: Vec<(String, f64, f64)>,
+    /// Transactions whose pre-commit flush waited ≥ 50 ms (rdkafka's `poll(100 ms)`).
+    waited_in_flush: usize,
+}
+
+impl std::fmt::Display for TxnBreakdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} transactions in {:.1} s",
+            self.transactions, self.span_s
+        )?;
+        for (phase, median, share) in &self.phases {
+            write!(f, "; {phase} {median:.1} ms median ({share:.0} %)")?;
+        }
+        write!(
+            f,
+            "; {} of them waited ≥ 50 ms in the flush",
+            self.waited_in_flush
+        )
+    }
+}
+
+impl TxnProbes {
+    const FUNCTIONS: [&'static str; 4] = [
+        "rd_kafka_begin_transaction",
+        "rd_kafka_send_offsets_to_transaction",
+        "rd_kafka_flush",
+        "rd_kafka_commit_transaction",
+    ];
+
+    fn start(bin: &Path, pid: u32, dir: &Path) -> anyhow::Result<Self> {
+        let _ = Self::delete();
+        for (i, f) in Self::FUNCTIONS.iter().enumerate() {
+            for spec in [
+                format!("{PROBE_GROUP}:f{i}={f}"),
+                format!("{PROBE_GROUP}:r{i}={f}%return"),
+            ] {
+                let out = Command::new("perf")
+                    .args(["probe", "-q", "-x"])
+                    .arg(bin)
+                    .args(["--add", &spec])
+                    .output()
+                    .context("running perf probe")?;
+                ensure!(
+                    out.status.success(),
+                    "perf probe --add {spec}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let data = dir.join("processor-transactions.perf.data");
+        let child = Command::new("perf")
+            .args(["record", "-q", "-k", "CLOCK_MONOTONIC", "-e"])
+            .arg(format!("{PROBE_GROUP}:*"))
+            .args(["-p", &pid.to_string(), "-o"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self { child, data })
+    }
+
+    fn delete() -> std::io::Result<std::process::Output> {
+        Command::new("perf")
+            .args(["probe", "-q", "-d"])
+            .arg(format!("{PROBE_GROUP}:*"))
+            .output()
+    }
+
+    /// Reads the recording (stopped with SIGINT) and deletes the probes.
+    fn finish(self) -> anyhow::Result<TxnBreakdown> {
+        let _ = Self::delete();
+        let out = Command::new("perf")
+            .args(["script", "-F", "time,event", "-i"])
+            .arg(&self.data)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let events = text.lines().filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let t: f64 = parts.next()?.trim_end_matches(':').parse().ok()?;
+            let name = parts.next()?.trim_end_matches(':');
+            // Return probes come out as `r<i>__return`.
+            let name = name.rsplit(':').next()?.trim_end_matches("__return");
+            Some((t, name.to_owned()))
+        });
+        breakdown(events).ok_or_else(|| anyhow!("no complete transaction recorded"))
+    }
+}
+
+impl Drop for TxnProbes {
+    /// Never leaves the machine-wide probes behind, also when the run failed half way.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), "INT");
+            let _ = self.child.wait();
+        }
+        let _ = Self::delete();
+    }
+}
+
+/// Splits probe events (`f<i>` entry, `r<i>` return of [`TxnProbes::FUNCTIONS`][i]) into
+/// transactions and sums their phases.
+fn breakdown(events: impl Iterator<Item = (f64, String)>) -> Option<TxnBreakdown> {
+    #[derive(Default, Clone, Copy)]
+    struct Txn {
+        begin: Option<f64>,
+        begun: Option<f64>,
+        offsets: Option<f64>,
+        offsets_done: Option<f64>,
+        first_flush: Option<f64>,
+        commit: Option<f64>,
+        committed: Option<f64>,
+    }
+    let mut done: Vec<Txn> = Vec::new();
+    let mut cur: Option<Txn> = None;
+    for (t, name) in events {
+        match name.as_str() {
+            "f0" => {
+                cur = Some(Txn {
+                    begin: Some(t),
+                    ..Default::default()
+                })
+            }
+            "r0" => cur.iter_mut().for_each(|c| c.begun = Some(t)),
+            "f1" => cur.iter_mut().for_each(|c| c.offsets = Some(t)),
+            "r1" => cur.iter_mut().for_each(|c| c.offsets_done = Some(t)),
+            "f2" => cur
+                .iter_mut()
+                .filter(|c| c.commit.is_none() && c.first_flush.is_none())
+                .for_each(|c| c.first_flush = Some(t)),
+            "f3" => cur.iter_mut().for_each(|c| c.commit = Some(t)),
+            "r3" => {
+                if let Some(mut c) = cur.take() {
+                    c.committed = Some(t);
+                    done.push(c);
+                }
+            }
+            _ => {}
+        }
+    }
+    // (begin, begun, offsets, offsets_done, first_flush, commit, committed), all present.
+    let full: Vec<[f64; 7]> = done
+        .iter()
+        .filter_map(|c| {
+            Some([
+                c.begin?,
+                c.begun?,
+                c.offsets?,
+                c.offsets_done?,
+                c.first_flush?,
+                c.commit?,
+                c.committed?,
+            ])
+        })
+        .collect();
+    let span = full.last()?[6] - full.first()?[0];
+    let mut phases = Vec::new();
+    let mut phase = |name: &str, values: Vec<f64>| {
+        let sum: f64 = values.iter().sum();
+        let median = Spread::of(&values).map_or(f64::NAN, |s| s.median) * 1e3;
+        phases.push((name.to_owned(), median, 100.0 * sum / span.max(1e-9)));
+    };
+    phase(
+        "records processed and sent",
+        full.iter().map(|x| x[2] - x[1]).collect(),
+    );
+    phase(
+        "send_offsets_to_transaction",
+        full.iter().map(|x| x[3] - x[2]).collect(),
+    );
+    let flush: Vec<f64> = full.iter().map(|x| x[5] - x[4]).collect();
+    let waited_in_flush = flush.iter().filter(|f| **f >= 0.05).count();
+    phase("flush before the commit", flush);
+    phase(
+        "rd_kafka_commit_transaction",
+        full.iter().map(|x| x[6] - x[5]).collect(),
+    );
+    phase(
+        "next batch collected",
+        full.windows(2).map(|w| w[1][0] - w[0][6]).collect(),
+    );
+    Some(TxnBreakdown {
+        transactions: full.len(),
+        span_s: span,
+        phases,
+        waited_in_flush,
+    })
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -2634,6 +2887,12 @@ fn markdown(args: &Args, reps: &[Rep], figures: &[Figure], started: &str) -> Str
         ));
     }
     for r in reps {
+        if let Some(b) = &r.processor_transactions {
+            s.push_str(&format!(
+                "\nrep {}, the processor's transactions (uprobes on librdkafka, full load): {b}.\n",
+                r.rep
+            ));
+        }
         for (name, profile) in &r.perf_profiles {
             s.push_str(&format!("\n### perf profile of {name}, rep {} (self time, top symbols)\n\n```\n{profile}\n```\n", r.rep));
         }
@@ -2776,6 +3035,32 @@ mod tests {
         assert_eq!(meets("≥ 100,000", 99_999.0), Some(false));
         assert_eq!(meets("< 5,000 (queueing)", 4_000.0), Some(true));
         assert_eq!(meets("< 200", 250.0), Some(false));
+    }
+
+    #[test]
+    fn transaction_phases_come_from_probe_events() {
+        // Two transactions: 40 ms of records, 5 ms offsets, a flush that waited 100 ms, 2 ms commit.
+        let mut events = Vec::new();
+        for start in [0.0, 0.2] {
+            for (dt, name) in [
+                (0.0, "f0"),
+                (0.001, "r0"),
+                (0.041, "f1"),
+                (0.046, "r1"),
+                (0.046, "f2"),
+                (0.146, "f2"),
+                (0.146, "f3"),
+                (0.147, "f2"),
+                (0.148, "r3"),
+            ] {
+                events.push((start + dt, name.to_owned()));
+            }
+        }
+        let b = breakdown(events.into_iter()).unwrap_or_else(|| panic!("no breakdown"));
+        assert_eq!(b.transactions, 2);
+        assert_eq!(b.waited_in_flush, 2);
+        let flush = b.phases.iter().find(|p| p.0 == "flush before the commit");
+        assert!(flush.is_some_and(|p| (p.1 - 100.0).abs() < 1e-6), "{b}");
     }
 
     #[test]
