@@ -22,6 +22,7 @@ use serde::Deserialize;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::engine::{EngineError, Input, Output, Processor};
+use crate::metrics::ratio;
 
 /// The table whose loads are evaluated.
 const TABLE: &str = "fact_ad_performance";
@@ -35,10 +36,6 @@ const METRICS: [(&str, Measure); 3] = [
     ("ctr", |d| ratio(d.clicks, d.impressions)),
     ("cpa", |d| ratio(d.spend, d.conversions)),
 ];
-
-fn ratio(n: f64, d: f64) -> Option<f64> {
-    (d != 0.0).then(|| n / d).filter(|r| r.is_finite())
-}
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct DayTotals {
