@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use secrecy::ExposeSecret;
@@ -71,7 +72,32 @@ pub fn read_committed_consumer_config(kafka: &KafkaSettings, group_id: &str) -> 
     if !kafka.properties.contains_key("auto.offset.reset") {
         config.set("auto.offset.reset", "earliest");
     }
+    // librdkafka prefetches up to 64 MB by default, most of a service's memory under load;
+    // 16 MB is still ~70,000 of our records, more than any batch takes.
+    if !kafka.properties.contains_key("queued.max.messages.kbytes") {
+        config.set("queued.max.messages.kbytes", "16384");
+    }
     config
+}
+
+/// Commits a transactional producer's open transaction, without rust-rdkafka's flush stall.
+///
+/// `Producer::commit_transaction` flushes first, and rust-rdkafka's flush waits in
+/// `poll(100 ms)` steps while anything is in flight. On a `ThreadedProducer` the delivery
+/// reports are served by the producer's own thread, so each of those polls sees none of them and
+/// waits out its full 100 ms: with `linger.ms` a record is nearly always still in flight, and
+/// that wait was most of a 5,000-record transaction's time (`pipeline-bench
+/// --diagnose-transactions`). Here `flush(0)` wakes the senders (librdkafka's flushing flag
+/// bypasses `linger.ms`) and returns at once, the in-flight count is watched in short steps, and
+/// the commit then has nothing left to flush. Blocking: call it through [`blocking`].
+pub fn commit_transaction(producer: &impl Producer, timeout: Duration) -> KafkaResult<()> {
+    let deadline = Instant::now() + timeout;
+    // A timed-out zero flush is its normal answer here; only the wake-up matters.
+    let _ = producer.flush(Duration::ZERO);
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    producer.commit_transaction(deadline.saturating_duration_since(Instant::now()))
 }
 
 /// Runs a blocking call (librdkafka's transactional operations block for up to their timeout)

@@ -113,7 +113,7 @@ impl Transaction<'_> {
     pub fn commit(mut self) -> Result<(), ExtractError> {
         self.done = true;
         let producer = &self.owner.producer;
-        match blocking(|| producer.commit_transaction(TXN_OP_TIMEOUT)) {
+        match blocking(|| clients::commit_transaction(producer, TXN_OP_TIMEOUT)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = blocking(|| producer.abort_transaction(TXN_OP_TIMEOUT));

@@ -1,10 +1,13 @@
 //! Loading the curated topics and the extraction runs into ClickHouse: batched, acknowledged,
 //! idempotent, audited.
 //!
-//! Records are buffered per topic partition and flushed when a buffer reaches `max_rows` or the
-//! oldest buffered record is `max_wait` old. Each flushed buffer is one insert, tagged with a
-//! deterministic `insert_deduplication_token` (`topic/partition/first-last` offsets); its offsets
-//! are committed only after ClickHouse acknowledged it. A sink killed between the insert and the
+//! Records are buffered per topic partition and flushed when a buffer reaches `max_rows`, when
+//! the oldest buffered record is `max_wait` old, or when nothing new arrived for `idle` (the end
+//! of a burst is loaded at once instead of waiting out `max_wait`). Two buffers of different
+//! partitions load at once, so that one is decoded while ClickHouse inserts the other; a
+//! partition never has more than one batch in flight. Each flushed buffer is one insert, tagged
+//! with a deterministic `insert_deduplication_token` (`topic/partition/first-last` offsets);
+//! its offsets are committed only after ClickHouse acknowledged it. A sink killed between the insert and the
 //! commit re-reads the same records: when the batch comes out identical the token makes the
 //! insert a no-op, and otherwise the Replacing engines (newest `extracted_at` / `revision` per key,
 //! read with FINAL) absorb the repetition — totals stay exact either way.
@@ -53,6 +56,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::{FuturesUnordered, StreamExt};
 use mi_common::clients;
 use mi_common::settings::Settings;
 use mi_schemas::{
@@ -84,6 +89,13 @@ pub struct LoadConfig {
     pub database: String,
     pub max_rows: usize,
     pub max_wait: Duration,
+    /// Buffers are also loaded once nothing has arrived for this long: the topics are quiet,
+    /// and waiting out `max_wait` would add latency and no rows. Zero: always wait `max_wait`.
+    pub idle: Duration,
+    /// Bytes of record values buffered over all partitions at most: reaching it loads the
+    /// buffers (and pauses consumption until they are loaded), which bounds the sink's memory
+    /// whatever the record sizes and the number of partitions.
+    pub max_bytes: usize,
     /// librdkafka `max.poll.interval.ms`.
     pub max_poll_interval: Duration,
     /// librdkafka `session.timeout.ms`; at most `max_poll_interval`.
@@ -97,6 +109,10 @@ impl Default for LoadConfig {
             database: "mi".into(),
             max_rows: 50_000,
             max_wait: Duration::from_secs(1),
+            // Longer than the gaps between the transactions of a busy processor (~100 ms), so a
+            // steady stream still makes full batches.
+            idle: Duration::from_millis(200),
+            max_bytes: 32 << 20,
             // librdkafka's own defaults.
             max_poll_interval: Duration::from_secs(300),
             session_timeout: Duration::from_secs(45),
@@ -144,6 +160,29 @@ pub const TOPICS: [&str; 7] = [
     ExtractionRun::TOPIC,
 ];
 
+/// Batches loaded at once, each of its own partition: ClickHouse works on one while the sink
+/// decodes the next (decoding is the sink's CPU; an insert is mostly waiting for the server).
+const LOADS_AT_ONCE: usize = 2;
+
+/// Stops the loads of revoked partitions: their batches are dropped uncommitted.
+fn abandon(
+    revoked: &[Partition],
+    loading: &mut HashMap<Partition, AbortHandle>,
+    stats: &mut LoadStats,
+) {
+    for key in revoked {
+        if let Some(abort) = loading.remove(key) {
+            abort.abort();
+            tracing::info!(
+                topic = key.0,
+                partition = key.1,
+                "partition revoked while its batch was loading; batch dropped"
+            );
+            stats.dropped += 1;
+        }
+    }
+}
+
 /// The audit table, one row per batch, tenant and table.
 const LOAD_BATCHES: &str = "load_batches";
 
@@ -153,6 +192,8 @@ struct Buffer {
     first: i64,
     last: i64,
     since: Instant,
+    /// Bytes of the buffered values.
+    bytes: usize,
     /// Every message read, in offset order, with its payload (`None` when it had none): the
     /// audit records which offsets it counted.
     messages: Vec<(i64, Option<Vec<u8>>)>,
@@ -307,6 +348,8 @@ struct Pending {
     /// Per partition, the audited ranges not yet read past; absent until the partition's first
     /// batch since its assignment looked them up.
     audited: HashMap<Partition, Audited>,
+    /// When the last record was buffered.
+    last_arrival: Option<Instant>,
 }
 
 impl Pending {
@@ -316,12 +359,15 @@ impl Pending {
             return;
         }
         self.next.insert(key.clone(), m.offset() + 1);
+        self.last_arrival = Some(Instant::now());
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer {
             first: m.offset(),
             last: m.offset(),
             since: Instant::now(),
+            bytes: 0,
             messages: Vec::new(),
         });
+        buffer.bytes += m.payload().map_or(0, <[u8]>::len);
         buffer.last = m.offset();
         buffer
             .messages
@@ -341,28 +387,27 @@ impl Pending {
         self.buffers
             .values()
             .any(|b| b.messages.len() >= config.max_rows)
+            || self.buffers.values().map(|b| b.bytes).sum::<usize>() >= config.max_bytes
     }
 
     fn due(&self, config: &LoadConfig) -> bool {
-        self.full(config)
-            || self
-                .buffers
-                .values()
-                .any(|b| b.since.elapsed() >= config.max_wait)
+        !self.buffers.is_empty() && self.wait(config).is_zero()
     }
 
-    /// How long the next poll may wait: until the oldest buffer is due, and never past
-    /// [`POLL_EVERY`].
+    /// How long the next poll may wait: until the buffers are due — one full, the oldest
+    /// `max_wait` old, or nothing new for `idle` — and never past [`POLL_EVERY`].
     fn wait(&self, config: &LoadConfig) -> Duration {
         if self.full(config) {
             return Duration::ZERO;
         }
-        let oldest = self.buffers.values().map(|b| b.since).min();
-        oldest
-            .map_or(config.max_wait, |t| {
-                config.max_wait.saturating_sub(t.elapsed())
-            })
-            .min(POLL_EVERY)
+        let Some(oldest) = self.buffers.values().map(|b| b.since).min() else {
+            return config.max_wait.min(POLL_EVERY);
+        };
+        let mut wait = config.max_wait.saturating_sub(oldest.elapsed());
+        if let (false, Some(last)) = (config.idle.is_zero(), self.last_arrival) {
+            wait = wait.min(config.idle.saturating_sub(last.elapsed()));
+        }
+        wait.min(POLL_EVERY)
     }
 }
 
@@ -463,7 +508,8 @@ impl Loader<'_> {
     }
 
     /// Loads every buffer, one insert each, committing each after ClickHouse acknowledged it.
-    /// Polls the consumer throughout, however long the inserts take.
+    /// Up to [`LOADS_AT_ONCE`] batches (of different partitions) are loaded at once. Polls the
+    /// consumer throughout, however long the inserts take.
     async fn flush_all(
         &self,
         pending: &mut Pending,
@@ -472,46 +518,64 @@ impl Loader<'_> {
     ) -> Flow {
         let mut queue: VecDeque<(Partition, Buffer)> =
             std::mem::take(&mut pending.buffers).into_iter().collect();
-        while let Some((key, buffer)) = queue.pop_front() {
-            let token = buffer.token(&key);
-            let known = pending.audited.get(&key).cloned();
-            let attempt = self.load_with_retry(&key, &buffer, &token, known);
-            tokio::pin!(attempt);
-            let loaded = loop {
-                tokio::select! {
-                    biased;
-                    // Unloaded and uncommitted: read again on the next start.
-                    () = shutdown.cancelled() => return Flow::Stop,
-                    // Before the attempt's outcome: a revoked batch is never committed.
-                    () = self.consumer.context().revocation.notified() => {
-                        if self.forget_revoked(pending, &mut queue).contains(&key) {
-                            break None;
-                        }
+        let mut running = FuturesUnordered::new();
+        let mut loading: HashMap<Partition, AbortHandle> = HashMap::new();
+        loop {
+            while running.len() < LOADS_AT_ONCE
+                && let Some((key, buffer)) = queue.pop_front()
+            {
+                let known = pending.audited.get(&key).cloned();
+                let (abort, registration) = AbortHandle::new_pair();
+                loading.insert(key.clone(), abort);
+                running.push(Abortable::new(
+                    async move {
+                        let token = buffer.token(&key);
+                        let outcome = self.load_with_retry(&key, &buffer, &token, known).await;
+                        (key, buffer, token, outcome)
+                    },
+                    registration,
+                ));
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                // Unloaded and uncommitted: read again on the next start.
+                () = shutdown.cancelled() => return Flow::Stop,
+                // Before the attempts' outcomes: a revoked batch is never committed.
+                () = self.consumer.context().revocation.notified() => {
+                    let revoked = self.forget_revoked(pending, &mut queue);
+                    abandon(&revoked, &mut loading, stats);
+                }
+                Some(done) = running.next() => {
+                    // An abandoned batch, already counted as dropped.
+                    let Ok((key, buffer, token, (loaded, mut audited))) = done else { continue };
+                    loading.remove(&key);
+                    // Nothing polls between here and the commit, so no revocation can come in
+                    // between.
+                    let revoked = self.forget_revoked(pending, &mut queue);
+                    abandon(&revoked, &mut loading, stats);
+                    if revoked.contains(&key) {
+                        tracing::info!(%token, "partition revoked while its batch was loading; batch dropped");
+                        stats.dropped += 1;
+                        continue;
                     }
-                    loaded = &mut attempt => break Some(loaded),
-                    received = tokio::time::timeout(POLL_EVERY, self.consumer.recv()) => {
-                        if self.receive(pending, &mut queue, received).contains(&key) {
-                            break None;
-                        }
-                        if pending.full(self.config) {
-                            self.pause();
-                        }
+                    stats.batches += 1;
+                    stats.rows += loaded.rows;
+                    stats.skipped += loaded.skipped;
+                    audited.forget_through(buffer.last);
+                    pending.audited.insert(key.clone(), audited);
+                    self.commit(&key, buffer.last + 1, &token);
+                }
+                received = tokio::time::timeout(POLL_EVERY, self.consumer.recv()) => {
+                    let revoked = self.receive(pending, &mut queue, received);
+                    abandon(&revoked, &mut loading, stats);
+                    if pending.full(self.config) {
+                        self.pause();
                     }
                 }
-            };
-            // Nothing polls between here and the commit, so no revocation can come in between.
-            let revoked = self.forget_revoked(pending, &mut queue).contains(&key);
-            let Some((loaded, mut audited)) = loaded.filter(|_| !revoked) else {
-                tracing::info!(%token, "partition revoked while its batch was loading; batch dropped");
-                stats.dropped += 1;
-                continue;
-            };
-            stats.batches += 1;
-            stats.rows += loaded.rows;
-            stats.skipped += loaded.skipped;
-            audited.forget_through(buffer.last);
-            pending.audited.insert(key.clone(), audited);
-            self.commit(&key, buffer.last + 1, &token);
+            }
         }
         if !pending.full(self.config) {
             self.resume();
@@ -719,6 +783,7 @@ impl Loader<'_> {
         let loaded_at = chrono::Utc::now();
         if R::LOAD_EVENTS {
             // The API invalidates the tenant's cache from it, the alerts evaluate the dates.
+            let mut events = Vec::with_capacity(tallies.len());
             for (tenant, t) in &tallies {
                 let event = LoadEvent {
                     batch_id: token.to_owned(),
@@ -729,17 +794,19 @@ impl Loader<'_> {
                     max_date: t.max,
                     loaded_at,
                 };
-                let payload = self.codec.encode(&event).await?;
-                self.events
-                    .send(
-                        FutureRecord::to(LoadEvent::TOPIC)
-                            .key(&event.tenant_id)
-                            .payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)?;
+                events.push((tenant, self.codec.encode(&event).await?));
             }
+            // Sent together: one round trip to the broker, not one per tenant.
+            futures::future::try_join_all(events.iter().map(|(tenant, payload)| {
+                self.events.send(
+                    FutureRecord::to(LoadEvent::TOPIC)
+                        .key(tenant.as_str())
+                        .payload(payload),
+                    Duration::from_secs(30),
+                )
+            }))
+            .await
+            .map_err(|(e, _)| e)?;
         }
         let ranges = source_ranges(
             key.1,
@@ -845,6 +912,66 @@ mod tests {
             parse_source_ranges("3:x-1,junk,3:5-6", 3).collect::<Vec<_>>(),
             vec![(5, 6)]
         );
+    }
+
+    /// Buffers of one partition whose first record arrived `age` ago and last `quiet` ago.
+    fn pending(age: Duration, quiet: Duration, rows: usize) -> Pending {
+        let now = Instant::now();
+        let mut pending = Pending {
+            last_arrival: Some(now - quiet),
+            ..Pending::default()
+        };
+        pending.buffers.insert(
+            ("t".into(), 0),
+            Buffer {
+                first: 0,
+                last: rows as i64 - 1,
+                since: now - age,
+                bytes: rows * 100,
+                messages: (0..rows as i64).map(|o| (o, None)).collect(),
+            },
+        );
+        pending
+    }
+
+    #[test]
+    fn a_batch_is_due_when_full_old_or_after_a_quiet_spell() {
+        let config = LoadConfig {
+            max_rows: 10,
+            max_wait: Duration::from_secs(1),
+            idle: Duration::from_millis(200),
+            ..LoadConfig::default()
+        };
+        let ms = Duration::from_millis;
+        // Records still arriving, young, not full: wait for the quiet spell first.
+        let busy = pending(ms(300), ms(10), 3);
+        assert!(!busy.due(&config));
+        let wait = busy.wait(&config);
+        assert!(wait > ms(150) && wait <= ms(190), "{wait:?}");
+        // Quiet for longer than `idle`: due although young and small.
+        assert!(pending(ms(300), ms(250), 3).due(&config));
+        // Full, or older than `max_wait`, however busy.
+        assert!(pending(ms(1), ms(0), 10).due(&config));
+        assert!(pending(ms(1_100), ms(0), 3).due(&config));
+        // Over the memory bound in bytes, however few rows.
+        let small = LoadConfig {
+            max_bytes: 300,
+            ..config.clone()
+        };
+        assert!(pending(ms(1), ms(0), 3).due(&small));
+        assert!(!pending(ms(1), ms(0), 2).due(&small));
+        // Without the idle rule only size and age count.
+        let no_idle = LoadConfig {
+            idle: Duration::ZERO,
+            ..config.clone()
+        };
+        assert!(!pending(ms(300), ms(250), 3).due(&no_idle));
+        // Nothing buffered is never due, whatever the clock.
+        let empty = Pending {
+            last_arrival: Some(Instant::now() - ms(5_000)),
+            ..Pending::default()
+        };
+        assert!(!empty.due(&config));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! group = "mi-sink"             # MI_SINK__GROUP
 //! batch_rows = 50000            # MI_SINK__BATCH_ROWS
 //! batch_wait_ms = 1000          # MI_SINK__BATCH_WAIT_MS
+//! batch_idle_ms = 200           # MI_SINK__BATCH_IDLE_MS
+//! buffer_bytes = 33554432       # MI_SINK__BUFFER_BYTES
 //! max_poll_interval_ms = 300000 # MI_SINK__MAX_POLL_INTERVAL_MS
 //! session_timeout_ms = 45000    # MI_SINK__SESSION_TIMEOUT_MS
 //! ```
@@ -33,6 +35,10 @@ pub struct SinkSection {
     pub batch_rows: usize,
     /// Longest a buffered record waits for its insert, in milliseconds.
     pub batch_wait_ms: u64,
+    /// Buffers are loaded early once nothing new arrived for this many milliseconds (0: never).
+    pub batch_idle_ms: u64,
+    /// Bytes of records buffered over all partitions before they are loaded (bounds memory).
+    pub buffer_bytes: usize,
     /// librdkafka `max.poll.interval.ms`. The sink polls at least every second, also while it
     /// waits out a ClickHouse outage with its partitions paused, so this only bounds how long a
     /// stuck process keeps its partitions — not how long an outage may last.
@@ -49,6 +55,8 @@ impl Default for SinkSection {
             group: load.group,
             batch_rows: load.max_rows,
             batch_wait_ms: millis(load.max_wait),
+            batch_idle_ms: millis(load.idle),
+            buffer_bytes: load.max_bytes,
             max_poll_interval_ms: millis(load.max_poll_interval),
             session_timeout_ms: millis(load.session_timeout),
         }
@@ -68,6 +76,8 @@ impl SinkSettings {
             // An empty batch would never be due by size.
             max_rows: self.sink.batch_rows.max(1),
             max_wait: Duration::from_millis(self.sink.batch_wait_ms),
+            idle: Duration::from_millis(self.sink.batch_idle_ms),
+            max_bytes: self.sink.buffer_bytes.max(1),
             max_poll_interval: Duration::from_millis(self.sink.max_poll_interval_ms),
             session_timeout: Duration::from_millis(self.sink.session_timeout_ms),
         }

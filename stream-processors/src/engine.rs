@@ -7,6 +7,11 @@
 //! replays the batch from the last committed offsets against the last committed state, and
 //! nothing is lost or duplicated downstream.
 //!
+//! The commit is mostly waiting (for the broker to acknowledge the batch's records, then for
+//! the coordinator), so it runs on a blocking thread while the next batch is read and
+//! transformed; that batch's transaction begins only after the commit succeeded. Work done
+//! ahead of a commit that then fails is dropped with the session.
+//!
 //! Any failure of the transaction itself (a fenced producer, a broker gone, a rebalance that
 //! revoked our partitions mid-batch) tears the session down — consumer, producer, in-memory state
 //! — and starts a new one that restores state from the changelog: simpler than unpicking a
@@ -112,7 +117,7 @@ impl Default for EngineConfig {
         Self {
             group_prefix: "mi-processors".into(),
             instance: "0".into(),
-            max_batch: 5_000,
+            max_batch: 20_000,
             max_batch_wait: Duration::from_millis(100),
         }
     }
@@ -181,34 +186,22 @@ async fn session<P: Processor>(
     blocking(|| producer.init_transactions(TXN_TIMEOUT))?;
     tracing::info!(processor = name, %group, %txid, "session started");
 
+    let mut commit = PendingCommit::default();
     let mut out = Vec::new();
     loop {
-        // Wait for the first record of a batch (or shutdown).
-        let first = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            m = consumer.recv() => m,
-        };
-        let first = match first {
-            Ok(m) => Input::of(&m),
-            Err(KafkaError::PartitionEOF(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + config.max_batch_wait;
-        while batch.len() < config.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+        let batch = match next_batch(&consumer, config, shutdown).await {
+            Ok(Some(batch)) => batch,
+            // Shutting down: the batch being committed still counts.
+            Ok(None) => return commit.settle(stats).await,
+            Err(e) => {
+                let _ = commit.settle(stats).await;
+                return Err(e);
             }
-            match tokio::time::timeout(left, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(Input::of(&m)),
-                Ok(Err(KafkaError::PartitionEOF(_))) => {}
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => break,
-            }
-        }
+        };
 
         if rebalanced.swap(false, Ordering::SeqCst) {
+            // State is rebuilt from the changelog, which must hold the last batch first.
+            commit.settle(stats).await?;
             let assigned: Vec<(String, i32)> = consumer
                 .assignment()?
                 .elements()
@@ -223,15 +216,16 @@ async fn session<P: Processor>(
             processor.restore(kafka, &assigned).await?;
         }
 
-        producer.begin_transaction()?;
+        // Transform while the previous batch commits: its outcome is awaited only before this
+        // batch's transaction begins. If it fails, the session restarts and state is restored
+        // from the changelog, so what was computed ahead of it is simply dropped.
+        out.clear();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for input in &batch {
-            out.clear();
-            processor.process(input, &mut out).await?;
-            for o in &out {
-                send(&producer, o).await?;
+            if let Err(e) = processor.process(input, &mut out).await {
+                let _ = commit.settle(stats).await;
+                return Err(e);
             }
-            stats.outputs += out.len() as u64;
             offsets.insert((input.topic.clone(), input.partition), input.offset + 1);
         }
         let mut tpl = TopicPartitionList::new();
@@ -241,16 +235,85 @@ async fn session<P: Processor>(
         let group_meta = consumer
             .group_metadata()
             .ok_or_else(|| EngineError::Processor("consumer has no group metadata".into()))?;
-        let committed = blocking(|| -> KafkaResult<()> {
-            producer.send_offsets_to_transaction(&tpl, &group_meta, TXN_TIMEOUT)?;
-            producer.commit_transaction(TXN_TIMEOUT)
-        });
-        if let Err(e) = committed {
-            let _ = blocking(|| producer.abort_transaction(TXN_TIMEOUT));
-            return Err(e.into());
+
+        commit.settle(stats).await?;
+        producer.begin_transaction()?;
+        for o in &out {
+            if let Err(e) = send(&producer, o).await {
+                let _ = blocking(|| producer.abort_transaction(TXN_TIMEOUT));
+                return Err(e.into());
+            }
         }
+        let committing = producer.clone();
+        commit = PendingCommit(Some((
+            tokio::task::spawn_blocking(move || -> KafkaResult<()> {
+                let committed = committing
+                    .send_offsets_to_transaction(&tpl, &group_meta, TXN_TIMEOUT)
+                    .and_then(|()| clients::commit_transaction(&committing, TXN_TIMEOUT));
+                if committed.is_err() {
+                    let _ = committing.abort_transaction(TXN_TIMEOUT);
+                }
+                committed
+            }),
+            batch.len() as u64,
+            out.len() as u64,
+        )));
+    }
+}
+
+/// Reads the next batch: waits for its first record (or shutdown: `None`), then takes what
+/// arrives within `max_batch_wait`, up to `max_batch` records.
+async fn next_batch(
+    consumer: &StreamConsumer<RebalanceFlag>,
+    config: &EngineConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<Input>>, EngineError> {
+    let first = loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            m = consumer.recv() => m,
+        };
+        match first {
+            Ok(m) => break Input::of(&m),
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = Instant::now() + config.max_batch_wait;
+    while batch.len() < config.max_batch {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(Input::of(&m)),
+            Ok(Err(KafkaError::PartitionEOF(_))) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(Some(batch))
+}
+
+/// The commit of the last batch's transaction (offsets, then commit; aborted on failure),
+/// running on a blocking thread, with the batch's input and output counts.
+#[derive(Default)]
+struct PendingCommit(Option<(tokio::task::JoinHandle<KafkaResult<()>>, u64, u64)>);
+
+impl PendingCommit {
+    /// Waits for the commit, if one is running, and counts its batch once it succeeded.
+    async fn settle(&mut self, stats: &mut Stats) -> Result<(), EngineError> {
+        let Some((handle, inputs, outputs)) = self.0.take() else {
+            return Ok(());
+        };
+        handle
+            .await
+            .map_err(|e| EngineError::Processor(format!("transaction commit task: {e}")))??;
         stats.batches += 1;
-        stats.inputs += batch.len() as u64;
+        stats.inputs += inputs;
+        stats.outputs += outputs;
+        Ok(())
     }
 }
 

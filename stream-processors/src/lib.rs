@@ -92,11 +92,12 @@ pub struct ProcessorSection {
 
 impl Default for ProcessorSection {
     fn default() -> Self {
+        let engine = EngineConfig::default();
         Self {
             tenants: Vec::new(),
-            group_prefix: "mi-processors".into(),
-            max_batch: 5_000,
-            max_batch_wait_ms: 100,
+            group_prefix: engine.group_prefix,
+            max_batch: engine.max_batch,
+            max_batch_wait_ms: u64::try_from(engine.max_batch_wait.as_millis()).unwrap_or(u64::MAX),
             alerts: mi_common::anomaly::Rule::default(),
         }
     }
