@@ -412,6 +412,7 @@ impl Pending {
 }
 
 /// What a loaded batch adds to the counters.
+#[derive(Default)]
 struct Loaded {
     rows: u64,
     skipped: u64,
@@ -738,45 +739,47 @@ impl Loader<'_> {
             token,
             audited,
         } = *batch;
-        let mut records: Vec<(i64, R)> = Vec::with_capacity(buffer.messages.len());
-        let mut skipped = 0;
+        // Records are decoded straight into the insert, which streams them to ClickHouse as
+        // it goes: the batch is never held decoded, and decoding overlaps the transfer. Only
+        // what the load events and the audit need is kept.
+        let ch = self
+            .ch
+            .clone()
+            .with_setting("insert_deduplication_token", token);
+        let mut insert = None;
+        let mut tallies = Tallies::default();
+        let mut loaded = Loaded::default();
         for (offset, payload) in &buffer.messages {
             let Some(payload) = payload else { continue };
-            match self.codec.decode::<R>(payload).await {
-                Ok(r) => records.push((*offset, r)),
+            let record = match self.codec.decode::<R>(payload).await {
+                Ok(r) => r,
+                // Dropped unfinished, the insert is aborted: nothing of it lands.
                 Err(e) if e.is_retriable() => return Err(e.into()),
                 Err(e) => {
                     // Our topics are written by our own services; a record that does not
                     // decode is a bug upstream, reported loudly and counted, never loaded
                     // half-read.
                     tracing::error!(%token, offset, error = %e, "undecodable record skipped");
-                    skipped += 1;
+                    loaded.skipped += 1;
+                    continue;
                 }
+            };
+            let insert = match &mut insert {
+                Some(insert) => insert,
+                None => insert.insert(ch.insert::<R::Row>(R::TABLE).await?),
+            };
+            insert.write(&record.row()).await?;
+            loaded.rows += 1;
+            if !audited.covers(*offset) {
+                tallies.add(&record);
             }
         }
-        let loaded = Loaded {
-            rows: records.len() as u64,
-            skipped,
-        };
-        if records.is_empty() {
+        let Some(insert) = insert else {
             return Ok(loaded);
-        }
-        let ch = self
-            .ch
-            .clone()
-            .with_setting("insert_deduplication_token", token);
-        let mut insert = ch.insert::<R::Row>(R::TABLE).await?;
-        for (_, r) in &records {
-            insert.write(&r.row()).await?;
-        }
+        };
         insert.end().await?;
 
-        let tallies = tally(
-            records
-                .iter()
-                .filter(|(offset, _)| !audited.covers(*offset))
-                .map(|(_, r)| r),
-        );
+        let tallies = tallies.0;
         if tallies.is_empty() {
             return Ok(loaded);
         }
@@ -850,17 +853,22 @@ struct Tally {
     max: Option<chrono::NaiveDate>,
 }
 
-fn tally<'a, R: Loadable + 'a>(records: impl Iterator<Item = &'a R>) -> BTreeMap<String, Tally> {
-    let mut out: BTreeMap<String, Tally> = BTreeMap::new();
-    for r in records {
-        let t = out.entry(r.tenant_id().to_owned()).or_default();
+/// What a batch loads per tenant, for its load events and audit rows.
+#[derive(Default)]
+struct Tallies(BTreeMap<String, Tally>);
+
+impl Tallies {
+    fn add<R: Loadable>(&mut self, r: &R) {
+        let t = match self.0.get_mut(r.tenant_id()) {
+            Some(t) => t,
+            None => self.0.entry(r.tenant_id().to_owned()).or_default(),
+        };
         t.rows += 1;
         if let Some(d) = r.date() {
             t.min = Some(t.min.map_or(d, |m| m.min(d)));
             t.max = Some(t.max.map_or(d, |m| m.max(d)));
         }
     }
-    out
 }
 
 #[cfg(test)]
