@@ -20,8 +20,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::StreamExt;
 use mi_common::clients::{self, blocking};
 use mi_common::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -189,6 +190,7 @@ async fn session<P: Processor>(
     let mut commit = PendingCommit::default();
     let mut out = Vec::new();
     loop {
+        let started = std::time::Instant::now();
         let batch = match next_batch(&consumer, config, shutdown).await {
             Ok(Some(batch)) => batch,
             // Shutting down: the batch being committed still counts.
@@ -236,7 +238,9 @@ async fn session<P: Processor>(
             .group_metadata()
             .ok_or_else(|| EngineError::Processor("consumer has no group metadata".into()))?;
 
+        let transformed = started.elapsed();
         commit.settle(stats).await?;
+        let settled = started.elapsed();
         producer.begin_transaction()?;
         for o in &out {
             if let Err(e) = send(&producer, o).await {
@@ -244,6 +248,14 @@ async fn session<P: Processor>(
                 return Err(e.into());
             }
         }
+        tracing::debug!(
+            processor = name,
+            records = batch.len(),
+            read_and_transform_ms = transformed.as_millis() as u64,
+            previous_commit_wait_ms = (settled - transformed).as_millis() as u64,
+            send_ms = (started.elapsed() - settled).as_millis() as u64,
+            "batch"
+        );
         let committing = producer.clone();
         commit = PendingCommit(Some((
             tokio::task::spawn_blocking(move || -> KafkaResult<()> {
@@ -262,35 +274,40 @@ async fn session<P: Processor>(
 }
 
 /// Reads the next batch: waits for its first record (or shutdown: `None`), then takes what
-/// arrives within `max_batch_wait`, up to `max_batch` records.
+/// arrives within `max_batch_wait`, up to `max_batch` records. One message stream and one
+/// deadline serve the whole batch (`recv()` would register and drop a waker slot per record).
 async fn next_batch(
     consumer: &StreamConsumer<RebalanceFlag>,
     config: &EngineConfig,
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<Input>>, EngineError> {
+    let mut messages = consumer.stream();
     let first = loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
-            m = consumer.recv() => m,
+            m = messages.next() => m,
         };
         match first {
-            Ok(m) => break Input::of(&m),
-            Err(KafkaError::PartitionEOF(_)) => {}
-            Err(e) => return Err(e.into()),
+            Some(Ok(m)) => break Input::of(&m),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(EngineError::Processor("the consumer's stream ended".into())),
         }
     };
-    let mut batch = vec![first];
-    let deadline = Instant::now() + config.max_batch_wait;
+    let mut batch = Vec::with_capacity(config.max_batch.min(1 << 16));
+    batch.push(first);
+    let deadline = tokio::time::sleep(config.max_batch_wait);
+    tokio::pin!(deadline);
     while batch.len() < config.max_batch {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(Input::of(&m)),
-            Ok(Err(KafkaError::PartitionEOF(_))) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => break,
+        tokio::select! {
+            biased;
+            m = messages.next() => match m {
+                Some(Ok(m)) => batch.push(Input::of(&m)),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+            () = &mut deadline => break,
         }
     }
     Ok(Some(batch))
