@@ -3,14 +3,14 @@
 //!
 //! Records are buffered per topic partition and flushed when a buffer reaches `max_rows`, when
 //! the oldest buffered record is `max_wait` old, or when nothing new arrived for `idle` (the end
-//! of a burst is loaded at once instead of waiting out `max_wait`). Two buffers of different
-//! partitions load at once, so that one is decoded while ClickHouse inserts the other; a
-//! partition never has more than one batch in flight. Each flushed buffer is one insert, tagged
+//! of a burst is loaded at once instead of waiting out `max_wait`). Up to four buffers of
+//! different partitions load at once, so that some are decoded while ClickHouse inserts another;
+//! a partition never has more than one batch in flight. Each flushed buffer is one insert, tagged
 //! with a deterministic `insert_deduplication_token` (`topic/partition/first-last` offsets);
-//! its offsets are committed only after ClickHouse acknowledged it. A sink killed between the insert and the
-//! commit re-reads the same records: when the batch comes out identical the token makes the
-//! insert a no-op, and otherwise the Replacing engines (newest `extracted_at` / `revision` per key,
-//! read with FINAL) absorb the repetition — totals stay exact either way.
+//! its offsets are committed only after ClickHouse acknowledged it. A sink killed between the
+//! insert and the commit re-reads the same records: when the batch comes out identical the token
+//! makes the insert a no-op, and otherwise the Replacing engines (newest `extracted_at` /
+//! `revision` per key, read with FINAL) absorb the repetition — totals stay exact either way.
 //!
 //! **Audit.** Each batch also writes `load_batches`: per tenant and table the rows it loaded, their
 //! dates and the offsets counted (`source_ranges`). A batch's steps, in this order:
@@ -161,8 +161,10 @@ pub const TOPICS: [&str; 7] = [
 ];
 
 /// Batches loaded at once, each of its own partition: ClickHouse works on one while the sink
-/// decodes the next (decoding is the sink's CPU; an insert is mostly waiting for the server).
-const LOADS_AT_ONCE: usize = 2;
+/// decodes the others (decoding is the sink's CPU; an insert is mostly waiting for the server).
+/// In pipeline-bench (the sink alone over a 750,000-row backlog), 4 instead of 2 raised the
+/// steady rate from 139k to 158k rows/s.
+const LOADS_AT_ONCE: usize = 4;
 
 /// Stops the loads of revoked partitions: their batches are dropped uncommitted.
 fn abandon(
