@@ -5,15 +5,23 @@
 //! offset commits in the same transaction as the run's data and run record, so a request is
 //! consumed exactly when its outcome is recorded — a worker killed mid-run leaves the command
 //! to be served again, and the aborted half-run invisible.
+//!
+//! A run can take longer than any poll interval (a large backfill, a throttled platform), so
+//! while one is in flight the worker pauses its assignment — nothing more is fetched — and goes
+//! on polling at least every second: it stays a member of its group, and rebalances are served
+//! at once instead of stalling every worker of the group until the run ends. A rebalance that
+//! moves the command's partition makes the run's commit fail; the command is then served by the
+//! partition's new owner.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use mi_common::clients;
 use mi_schemas::{Codec, ExtractCommand, Record, Trigger};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ExtractError;
@@ -24,12 +32,11 @@ use crate::settings::ProducersSettings;
 /// Serves extraction commands until `shutdown` fires. Returns the number of runs served.
 pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Result<u64> {
     let settings = &runner.settings;
-    let consumer: StreamConsumer = clients::read_committed_consumer_config(
+    let consumer: WorkerConsumer = clients::read_committed_consumer_config(
         &settings.infra.kafka,
         &settings.extract.worker_group,
     )
-    .set("max.poll.interval.ms", "1800000")
-    .create()?;
+    .create_with_context(WorkerContext::default())?;
     consumer.subscribe(&[ExtractCommand::TOPIC])?;
     let mut served = 0;
     let mut errors = 0u64;
@@ -74,10 +81,11 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
         // is visible: rewind to the command so that whoever owns the partition now serves it.
         let result = match command {
             Ok(c) => match request_of(&c) {
-                Ok(request) if settings.tenant(&request.tenant).is_some() => runner
-                    .run(&request, Some((&offsets, &group)))
-                    .await
-                    .map(Some),
+                Ok(request) if settings.tenant(&request.tenant).is_some() => {
+                    polling(&consumer, runner.run(&request, Some((&offsets, &group))))
+                        .await
+                        .map(Some)
+                }
                 Ok(request) => {
                     tracing::warn!(tenant = %request.tenant, "command for a tenant this worker does not know; skipped");
                     runner.skip(&offsets, &group).map(|()| None)
@@ -119,6 +127,73 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
         }
     }
     Ok(served)
+}
+
+type WorkerConsumer = StreamConsumer<WorkerContext>;
+
+/// The worker consumer's callbacks: partitions assigned while a run is in flight are paused on
+/// arrival like the rest of the assignment, and resumed otherwise (librdkafka keeps an
+/// application's pause on a partition that is revoked and comes back).
+#[derive(Default)]
+struct WorkerContext {
+    running: AtomicBool,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let result = if self.running.load(Ordering::SeqCst) {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "pausing or resuming newly assigned partitions");
+            }
+        }
+    }
+}
+
+/// Awaits `run` with the assignment paused, polling the consumer at least every second so that
+/// it stays in its group and serves rebalances however long the run takes.
+async fn polling<T>(consumer: &WorkerConsumer, run: impl Future<Output = T>) -> T {
+    consumer.context().running.store(true, Ordering::SeqCst);
+    set_paused(consumer, true);
+    tokio::pin!(run);
+    let out = loop {
+        tokio::select! {
+            out = &mut run => break out,
+            polled = tokio::time::timeout(Duration::from_secs(1), consumer.recv()) => {
+                // Paused partitions deliver nothing; a record that slipped through (fetched
+                // before the pause took effect) is put back, to be read after the run.
+                if let Ok(Ok(m)) = polled
+                    && consumer
+                        .seek(m.topic(), m.partition(), Offset::Offset(m.offset()), Duration::from_secs(5))
+                        .is_err()
+                {
+                    tracing::debug!(partition = m.partition(), offset = m.offset(), "could not put a command back; its partition moved");
+                }
+            }
+        }
+    };
+    consumer.context().running.store(false, Ordering::SeqCst);
+    set_paused(consumer, false);
+    out
+}
+
+fn set_paused(consumer: &WorkerConsumer, paused: bool) {
+    let result = consumer.assignment().and_then(|tpl| {
+        if paused {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        }
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, paused, "pausing or resuming the command partitions");
+    }
 }
 
 fn request_of(command: &ExtractCommand) -> Result<RunRequest, String> {

@@ -433,3 +433,113 @@ async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow:
     );
     Ok(())
 }
+
+/// A run that takes longer than the worker consumer's `max.poll.interval.ms` (the platforms are
+/// slow: every request is held 2 s) must not cost the worker its group membership: the command
+/// is served once, and a command enqueued afterwards is served too. A worker that stopped
+/// polling during runs would be dropped from the group mid-run, fail the run's commit (stale
+/// generation), be handed the command again and never get through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_the_poll_interval_keeps_the_worker_in_its_group() -> anyhow::Result<()> {
+    let emulator = Emulator::start(today()).await?;
+    emulator
+        .post("/_emulator/faults", json!({"delay_ms": 2_000}))
+        .await?;
+    let mut only_google = tenant(26)?;
+    only_google.meta_ads = None;
+    only_google.ga4 = None;
+    let mut settings = producers_settings(&emulator, vec![only_google.clone()]);
+    settings.extract.worker_group = unique("it-slow-workers");
+    settings.extract.backfill_days = 2;
+    settings.extract.page_size = 10_000;
+    // The shortest interval the broker accepts (its minimum session timeout is 6 s); one run
+    // makes ~6 requests, i.e. ~12 s.
+    for (key, value) in [
+        ("session.timeout.ms", "6000"),
+        ("max.poll.interval.ms", "6000"),
+    ] {
+        settings
+            .infra
+            .kafka
+            .properties
+            .insert(key.to_owned(), value.to_owned());
+    }
+    let settings = Arc::new(settings);
+    let codec = Arc::new(Codec::new(clients::schema_registry(
+        &settings.infra.schema_registry,
+    )));
+    let before_runs = offsets(ExtractionRun::TOPIC).await?;
+    clients::start_group_at_end(
+        &settings.infra.kafka,
+        &settings.extract.worker_group,
+        mi_schemas::ExtractCommand::TOPIC,
+    )
+    .await?;
+    let runner = Runner::new(
+        settings.clone(),
+        codec.clone(),
+        &unique("it-slow-worker"),
+        Some(today()),
+    )?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tenant_id = only_google.id.to_string();
+    let runs_of_ours = || async {
+        let s = mi_tests::settings();
+        let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
+        let mut runs = Vec::new();
+        for (_, value) in clients::read_since(config, ExtractionRun::TOPIC, &before_runs).await? {
+            let run: ExtractionRun = codec.decode(&value).await?;
+            if run.tenant_id == tenant_id {
+                runs.push(run);
+            }
+        }
+        anyhow::Ok(runs)
+    };
+    let observe = async {
+        let started = std::time::Instant::now();
+        let mut enqueued = 0;
+        // Two commands, the second once the first is served.
+        for wave in 1..=2 {
+            enqueued += mi_producers::worker::enqueue_all(
+                &settings,
+                codec.clone(),
+                mi_schemas::Trigger::Manual,
+            )
+            .await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+            while runs_of_ours().await?.len() < wave && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        // A duplicate, if any, would show up now.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let runs = runs_of_ours().await?;
+        shutdown.cancel();
+        anyhow::Ok((enqueued, runs, started.elapsed()))
+    };
+    let (served, observed) = tokio::join!(
+        mi_producers::worker::work(&runner, shutdown.clone()),
+        observe
+    );
+    let (enqueued, runs, took) = observed?;
+    assert_eq!(enqueued, 2);
+    assert_eq!(runs.len(), 2, "each command served exactly once: {runs:#?}");
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+    let commands: HashSet<_> = runs.iter().filter_map(|r| r.command_id.clone()).collect();
+    assert_eq!(commands.len(), 2, "two distinct commands: {runs:#?}");
+    assert_eq!(served?, 2);
+    // Each run did outlast the poll interval: the test exercised what it claims to.
+    let longest = runs
+        .iter()
+        .map(|r| r.finished_at - r.started_at)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest > chrono::Duration::seconds(6),
+        "runs took at most {longest} (the whole test {took:?}): too short to outlast the poll interval"
+    );
+    Ok(())
+}

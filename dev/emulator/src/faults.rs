@@ -14,7 +14,9 @@
 //!
 //! `malformed_field` rewrites one field in every row of one endpoint's responses to a given
 //! (wrong-typed) JSON value, for testing schema validation. `token_ttl_secs` overrides the TTL
-//! of tokens issued from then on. Posting a configuration replaces the previous one and resets
+//! of tokens issued from then on. The top-level `delay_ms` makes every platform request (data and
+//! token endpoints alike, not `/_emulator/*`) wait that long before it is served: a slow
+//! platform, for runs that outlast a consumer's poll interval. Posting a configuration replaces the previous one and resets
 //! the counters; `DELETE` removes every fault.
 
 use std::collections::BTreeMap;
@@ -86,6 +88,9 @@ pub struct PlatformFaults {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
+    /// Milliseconds every platform request waits before it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub google_ads: Option<PlatformFaults>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +253,20 @@ impl FaultState {
             .and_then(|f| f.token_ttl_secs)
             .or_else(|| self.config.oauth.as_ref().and_then(|f| f.token_ttl_secs))
     }
+}
+
+/// Middleware: holds every platform request for the configured `delay_ms`.
+pub async fn delay(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let platform = crate::stats::classify(req.uri().path()).0;
+    let delay = crate::lock(&state.faults).config.delay_ms;
+    if let (Some(ms), "oauth" | "google_ads" | "ga4" | "meta_ads") = (delay, platform) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    next.run(req).await
 }
 
 /// Cuts a body in the middle: what a client sees when a connection drops mid-response.

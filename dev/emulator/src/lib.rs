@@ -194,6 +194,10 @@ pub fn router_with_state(state: Arc<AppState>) -> Router {
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            faults::delay,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             stats::record,
         ))
         .with_state(state)
