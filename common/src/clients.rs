@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -105,6 +105,23 @@ pub fn commit_transaction(producer: &impl Producer, timeout: Duration) -> KafkaR
         std::thread::sleep(Duration::from_micros(500));
     }
     producer.commit_transaction(deadline.saturating_duration_since(Instant::now()))
+}
+
+/// Pauses or resumes fetching on `partitions`. Consumers that pause their assignment while they
+/// wait (the sink during an outage, a worker during a run) call it on every new assignment too:
+/// librdkafka keeps an application's pause on a partition that is revoked and comes back, and
+/// does not pause one that arrives while the rest is paused. Resuming a partition that is not
+/// paused is a no-op.
+pub fn set_paused<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    partitions: &TopicPartitionList,
+    paused: bool,
+) -> KafkaResult<()> {
+    if paused {
+        consumer.pause(partitions)
+    } else {
+        consumer.resume(partitions)
+    }
 }
 
 /// Runs a blocking call (librdkafka's transactional operations block for up to their timeout)

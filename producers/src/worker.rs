@@ -132,8 +132,7 @@ pub async fn work(runner: &Runner, shutdown: CancellationToken) -> anyhow::Resul
 type WorkerConsumer = StreamConsumer<WorkerContext>;
 
 /// The worker consumer's callbacks: partitions assigned while a run is in flight are paused on
-/// arrival like the rest of the assignment, and resumed otherwise (librdkafka keeps an
-/// application's pause on a partition that is revoked and comes back).
+/// arrival like the rest of the assignment, and resumed otherwise.
 #[derive(Default)]
 struct WorkerContext {
     running: AtomicBool,
@@ -143,15 +142,10 @@ impl ClientContext for WorkerContext {}
 
 impl ConsumerContext for WorkerContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let result = if self.running.load(Ordering::SeqCst) {
-                consumer.pause(tpl)
-            } else {
-                consumer.resume(tpl)
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "pausing or resuming newly assigned partitions");
-            }
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Err(e) = clients::set_paused(consumer, tpl, self.running.load(Ordering::SeqCst))
+        {
+            tracing::warn!(error = %e, "pausing or resuming newly assigned partitions");
         }
     }
 }
@@ -184,13 +178,9 @@ async fn polling<T>(consumer: &WorkerConsumer, run: impl Future<Output = T>) -> 
 }
 
 fn set_paused(consumer: &WorkerConsumer, paused: bool) {
-    let result = consumer.assignment().and_then(|tpl| {
-        if paused {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        }
-    });
+    let result = consumer
+        .assignment()
+        .and_then(|tpl| clients::set_paused(consumer, &tpl, paused));
     if let Err(e) = result {
         tracing::warn!(error = %e, paused, "pausing or resuming the command partitions");
     }

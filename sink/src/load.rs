@@ -317,16 +317,10 @@ impl ConsumerContext for SinkContext {
     /// otherwise — librdkafka keeps an application's pause on a partition that was revoked and
     /// comes back, which would leave it paused for good once the loader had resumed the rest.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let result = if self.paused.load(Ordering::SeqCst) {
-                consumer.pause(tpl)
-            } else {
-                // A no-op on partitions that are not paused.
-                consumer.resume(tpl)
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "pausing or resuming newly assigned partitions");
-            }
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Err(e) = clients::set_paused(consumer, tpl, self.paused.load(Ordering::SeqCst))
+        {
+            tracing::warn!(error = %e, "pausing or resuming newly assigned partitions");
         }
     }
 }
