@@ -338,14 +338,11 @@ async fn assert_run_fails_cleanly(faults: Value, expected: &[&str]) -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow::Result<()> {
-    let emulator = Emulator::start(today()).await?;
-    let tenants: Vec<TenantConfig> = (21..=23).map(tenant).collect::<Result<_, _>>()?;
-    let mut settings = producers_settings(&emulator, tenants.clone());
-    settings.extract.worker_group = unique("it-workers");
-    settings.extract.backfill_days = 3;
-    let settings = Arc::new(settings);
+/// A codec for the workers' settings, and where the run topic ends before they start; their
+/// group starts at the command topic's end (it serves only what the test enqueues).
+async fn workers_start(
+    settings: &mi_producers::settings::ProducersSettings,
+) -> anyhow::Result<(Arc<Codec>, BTreeMap<i32, i64>)> {
     let codec = Arc::new(Codec::new(clients::schema_registry(
         &settings.infra.schema_registry,
     )));
@@ -356,6 +353,36 @@ async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow:
         mi_schemas::ExtractCommand::TOPIC,
     )
     .await?;
+    Ok((codec, before_runs))
+}
+
+/// The run records of `tenants` published since `before`.
+async fn runs_since(
+    codec: &Codec,
+    before: &BTreeMap<i32, i64>,
+    tenants: &HashSet<String>,
+) -> anyhow::Result<Vec<ExtractionRun>> {
+    let s = mi_tests::settings();
+    let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
+    let mut runs = Vec::new();
+    for (_, value) in clients::read_since(config, ExtractionRun::TOPIC, before).await? {
+        let run: ExtractionRun = codec.decode(&value).await?;
+        if tenants.contains(&run.tenant_id) {
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow::Result<()> {
+    let emulator = Emulator::start(today()).await?;
+    let tenants: Vec<TenantConfig> = (21..=23).map(tenant).collect::<Result<_, _>>()?;
+    let mut settings = producers_settings(&emulator, tenants.clone());
+    settings.extract.worker_group = unique("it-workers");
+    settings.extract.backfill_days = 3;
+    let settings = Arc::new(settings);
+    let (codec, before_runs) = workers_start(&settings).await?;
 
     let enqueued =
         mi_producers::worker::enqueue_all(&settings, codec.clone(), mi_schemas::Trigger::Manual)
@@ -382,17 +409,7 @@ async fn two_workers_share_the_commands_and_serve_each_exactly_once() -> anyhow:
     let observe = async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         let runs = loop {
-            let s = mi_tests::settings();
-            let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
-            let mut runs = Vec::new();
-            for (_, value) in
-                clients::read_since(config, ExtractionRun::TOPIC, &before_runs).await?
-            {
-                let run: ExtractionRun = codec.decode(&value).await?;
-                if ours.contains(&run.tenant_id) {
-                    runs.push(run);
-                }
-            }
+            let runs = runs_since(&codec, &before_runs, &ours).await?;
             if runs.len() >= enqueued || std::time::Instant::now() > deadline {
                 break runs;
             }
@@ -465,16 +482,7 @@ async fn a_run_longer_than_the_poll_interval_keeps_the_worker_in_its_group() -> 
             .insert(key.to_owned(), value.to_owned());
     }
     let settings = Arc::new(settings);
-    let codec = Arc::new(Codec::new(clients::schema_registry(
-        &settings.infra.schema_registry,
-    )));
-    let before_runs = offsets(ExtractionRun::TOPIC).await?;
-    clients::start_group_at_end(
-        &settings.infra.kafka,
-        &settings.extract.worker_group,
-        mi_schemas::ExtractCommand::TOPIC,
-    )
-    .await?;
+    let (codec, before_runs) = workers_start(&settings).await?;
     let runner = Runner::new(
         settings.clone(),
         codec.clone(),
@@ -482,19 +490,8 @@ async fn a_run_longer_than_the_poll_interval_keeps_the_worker_in_its_group() -> 
         Some(today()),
     )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let tenant_id = only_google.id.to_string();
-    let runs_of_ours = || async {
-        let s = mi_tests::settings();
-        let config = clients::read_committed_consumer_config(&s.kafka, &unique("it-read"));
-        let mut runs = Vec::new();
-        for (_, value) in clients::read_since(config, ExtractionRun::TOPIC, &before_runs).await? {
-            let run: ExtractionRun = codec.decode(&value).await?;
-            if run.tenant_id == tenant_id {
-                runs.push(run);
-            }
-        }
-        anyhow::Ok(runs)
-    };
+    let ours = HashSet::from([only_google.id.to_string()]);
+    let runs_of_ours = || runs_since(&codec, &before_runs, &ours);
     let observe = async {
         let started = std::time::Instant::now();
         let mut enqueued = 0;
